@@ -1,0 +1,33 @@
+# `make demo` and `make test` build .venv from requirements.txt when it is missing or stale.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements.stamp
+RUNS ?= runs
+DEMO_ENV ?= ALE/Pong-v5
+DEMO_STEPS ?= 20480
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) train_visual_rl.py --env $(DEMO_ENV) -n $(DEMO_STEPS) --runs-dir $(RUNS) --name demo \
+		--checkpoint-freq 10240 --eval-freq 10240 --eval-episodes 1 --final-eval-episodes 2
+	$(PY) save_frames.py --teacher latest --runs-dir $(RUNS) -n 1000 --every 2 --ground-truth --name demo
+	@echo "demo done: teacher runs in $(RUNS)/teacher, frames in $(RUNS)/frames (tensorboard --logdir $(RUNS)/teacher)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_teacher.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

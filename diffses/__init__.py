@@ -1,0 +1,1 @@
+"""DiffSES shared core: environments, run folders, configuration, stages."""

@@ -1,0 +1,243 @@
+"""One environment factory for ALE and stable-retro games, chosen from the id alone.
+
+``make_env`` returns a single headless env with the standard Atari preprocessing for the
+teacher (no-op reset, max-and-skip 4, episodic life, 84x84 grey; frame stacking happens in
+the vector env) and, on request, the native RGB frame of the same step in
+``info["native_frame"]`` and OCAtari's RAM objects in ``info["objects"]``. ``ALE/*-v5`` ids are
+made with ``frameskip=1`` so frames are skipped once, by our wrapper.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+import ale_py  # noqa: E402
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium.wrappers import TimeLimit  # noqa: E402
+from stable_baselines3.common.atari_wrappers import (  # noqa: E402
+    ClipRewardEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv, WarpFrame)
+from stable_baselines3.common.monitor import Monitor  # noqa: E402
+from stable_baselines3.common.vec_env import (  # noqa: E402
+    DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack)
+
+from diffses.errors import UserError  # noqa: E402
+from retro_utils import EpisodicLife  # noqa: E402
+
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+gym.register_envs(ale_py)
+
+RETRO_SUFFIX = "-v0"  # stable-retro names games "Airstriker-Genesis-v0"; the suffix may be left off
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an env id names: ``backend`` is ``ale`` or ``retro``; ``game`` the game's name."""
+
+    env_id: str
+    backend: str
+    game: str
+
+
+@functools.lru_cache(maxsize=1)
+def ale_env_ids() -> tuple[str, ...]:
+    """Every registered gymnasium id served by ale-py."""
+    return tuple(sorted(k for k, spec in gym.registry.items()
+                        if "ale_py" in str(spec.entry_point)))
+
+
+@functools.lru_cache(maxsize=1)
+def retro_games() -> tuple[str, ...]:
+    """Every game stable-retro has an integration for (ROM imported or not)."""
+    import stable_retro
+    return tuple(sorted(stable_retro.data.list_games(stable_retro.data.Integrations.ALL)))
+
+
+def resolve_env(env_id: str) -> EnvSpec:
+    """Tell an ALE id from a Retro id; an unknown id gets an error listing close matches,
+    a Retro game whose ROM is not imported an error with the import command."""
+    if env_id in ale_env_ids():
+        game = gym.registry[env_id].kwargs.get("game", env_id)
+        return EnvSpec(env_id, "ale", game)
+    for game in (env_id, env_id + RETRO_SUFFIX):
+        if game in retro_games():
+            check_retro_rom(game)
+            return EnvSpec(game, "retro", game)
+    known = list(ale_env_ids()) + list(retro_games())
+    close = difflib.get_close_matches(env_id, known, n=5, cutoff=0.6)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise UserError(f"unknown env id '{env_id}'.{hint} ALE ids look like ALE/Pong-v5 or "
+                    f"PongNoFrameskip-v4; Retro ids like Airstriker-Genesis-v0.")
+
+
+def check_retro_rom(game: str) -> None:
+    """Raise a :class:`UserError` with the import command when a Retro game has no ROM."""
+    import stable_retro
+    try:
+        stable_retro.data.get_romfile_path(game, stable_retro.data.Integrations.ALL)
+    except FileNotFoundError:
+        raise UserError(
+            f"the ROM for Retro game '{game}' is not imported. Put your ROM file in a folder "
+            f"and run: python -m stable_retro.import /path/to/roms  (stable-retro ships only "
+            f"a few free ROMs, such as Airstriker-Genesis)") from None
+
+
+def ocatari_game(spec: EnvSpec) -> str | None:
+    """The OCAtari game name for an ALE game it knows, else None."""
+    if spec.backend != "ale":
+        return None
+    from ocatari.core import AVAILABLE_GAMES
+    wanted = spec.game.replace("_", "").lower()
+    return next((g for g in AVAILABLE_GAMES if g.lower() == wanted), None)
+
+
+def screen(env: gym.Env) -> np.ndarray:
+    """The emulator's current native RGB frame, shape (H, W, 3) uint8."""
+    base = env.unwrapped
+    if hasattr(base, "ale"):
+        return base.ale.getScreenRGB()
+    return np.asarray(base.get_screen(), dtype=np.uint8).copy()
+
+
+def action_meanings(env: gym.Env) -> list[str]:
+    """Readable names of the discrete actions."""
+    try:
+        return list(env.get_wrapper_attr("get_action_meanings")())
+    except AttributeError:
+        return [str(i) for i in range(env.action_space.n)]
+
+
+class RamObjects:
+    """OCAtari's RAM objects read from an ALE emulator we drive ourselves."""
+
+    def __init__(self, game: str, hud: bool = True):
+        from ocatari.ram.extract_ram_info import detect_objects_ram, init_objects
+        self.game, self.hud = game, hud
+        self._init, self._detect = init_objects, detect_objects_ram
+        self.objects: list[Any] = []
+
+    def reset(self) -> None:
+        self.objects = self._init(self.game, self.hud)
+
+    def read(self, ale: Any) -> list[dict[str, Any]]:
+        """Update from the RAM and return visible objects as dicts (top-left x, y, w, h)."""
+        self._detect(self.objects, ale.getRAM(), self.game, self.hud)
+        return [{"category": o.category, "x": int(o.x), "y": int(o.y), "w": int(o.w),
+                 "h": int(o.h), "hud": bool(o.hud)}
+                for o in self.objects if o and getattr(o, "visible", True)]
+
+
+class FrameInfo(gym.Wrapper):
+    """Add the native RGB frame (and optionally OCAtari RAM objects) of each step to ``info``."""
+
+    def __init__(self, env: gym.Env, native_frames: bool = True, ocatari: str | None = None):
+        super().__init__(env)
+        self.native_frames = native_frames
+        self.ram_objects = RamObjects(ocatari) if ocatari else None
+
+    def _annotate(self, info: dict[str, Any]) -> dict[str, Any]:
+        if self.native_frames:
+            info["native_frame"] = screen(self.env)
+        if self.ram_objects is not None:
+            info["objects"] = self.ram_objects.read(self.env.unwrapped.ale)
+        return info
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        if self.ram_objects is not None:
+            self.ram_objects.reset()
+        return obs, self._annotate(info)
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._annotate(info)
+
+
+def make_env(env_id: str, *, frame_size: int | None = 84, frame_skip: int = 4,
+             noop_max: int = 30, terminal_on_life_loss: bool = True,
+             clip_reward: bool | None = None, max_episode_steps: int | None = None,
+             native_frames: bool = False, ground_truth: bool = False,
+             env_kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """A single headless env for ``env_id`` with the teacher's preprocessing.
+
+    ``clip_reward`` defaults to on for ALE (the zoo setting) and off for Retro.
+    ``frame_size=None`` keeps native RGB observations. ``ground_truth`` adds OCAtari objects.
+    """
+    spec = resolve_env(env_id)
+    env_kwargs = dict(env_kwargs or {})
+    if spec.backend == "ale":
+        oc_game = ocatari_game(spec) if ground_truth else None
+        if ground_truth and oc_game is None:
+            raise UserError(f"OCAtari has no ground truth for {env_id}")
+        env_kwargs.setdefault("render_mode", "rgb_array")
+        env = gym.make(spec.env_id, frameskip=1, max_episode_steps=None, **env_kwargs)
+        env = NoopResetEnv(env, noop_max=noop_max) if noop_max > 0 else env
+        env = MaxAndSkipEnv(env, skip=frame_skip) if frame_skip > 1 else env
+        env = TimeLimit(env, max_episode_steps) if max_episode_steps else env
+        env = Monitor(env)
+        env = EpisodicLife(env) if terminal_on_life_loss else env
+        if "FIRE" in env.unwrapped.get_action_meanings():
+            env = FireResetEnv(env)
+        env = WarpFrame(env, width=frame_size, height=frame_size) if frame_size else env
+        env = ClipRewardEnv(env) if clip_reward is None or clip_reward else env
+    else:
+        if ground_truth:
+            raise UserError(f"OCAtari ground truth exists only for Atari games, not {env_id}")
+        import stable_retro
+
+        import retro_utils
+        env_kwargs.setdefault("render_mode", "rgb_array")
+        actions = env_kwargs.pop("actions", None)
+        base = stable_retro.make(spec.game, inttype=stable_retro.data.Integrations.ALL,
+                                 **env_kwargs)
+        env = retro_utils.wrap_retro(
+            base, spec.game, actions=actions, noop_max=noop_max, frame_skip=frame_skip,
+            max_episode_steps=4500 if max_episode_steps is None else max_episode_steps,
+            terminal_on_life_loss=terminal_on_life_loss, clip_reward=bool(clip_reward),
+            frame_size=frame_size)
+        oc_game = None
+    if native_frames or oc_game:
+        env = FrameInfo(env, native_frames=native_frames, ocatari=oc_game)
+    return env
+
+
+def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, frame_stack: int = 4,
+                 subprocess: bool | None = None, **env_kwargs: Any) -> VecEnv:
+    """``n_envs`` copies of :func:`make_env`, seeded ``seed + i``, with frame stacking.
+
+    Retro allows one emulator per process, so Retro envs always run in subprocesses.
+    """
+    spec = resolve_env(env_id)
+    if spec.backend == "retro":
+        subprocess = True
+    fns: list[Callable[[], gym.Env]] = [functools.partial(make_env, spec.env_id, **env_kwargs)
+                                        for _ in range(n_envs)]
+    venv: VecEnv = SubprocVecEnv(fns, start_method="spawn") if subprocess else DummyVecEnv(fns)
+    venv.seed(seed)
+    if frame_stack > 1:
+        venv = VecFrameStack(venv, frame_stack)
+    return venv
+
+
+def reset_info(venv: VecEnv, index: int) -> dict[str, Any]:
+    """The info of env ``index``'s latest reset (wrappers such as frame stacking hide it)."""
+    return venv.unwrapped.reset_infos[index]
+
+
+def env_info(env_id: str) -> dict[str, Any]:
+    """Facts later stages need: canonical id, backend, action count and meanings, frame size."""
+    spec = resolve_env(env_id)
+    env = make_env(env_id, frame_size=None, native_frames=False)
+    try:
+        obs, _ = env.reset(seed=0)
+        return {"env_id": spec.env_id, "backend": spec.backend, "game": spec.game,
+                "n_actions": int(env.action_space.n), "action_meanings": action_meanings(env),
+                "frame_shape": list(screen(env).shape)}
+    finally:
+        env.close()

@@ -1,0 +1,182 @@
+"""Stage I: roll out a teacher (or a random policy) and save native RGB frames for the detector.
+
+The run folder gets ``train/``, ``validation/`` and ``test/`` PNGs (RGB, native resolution)
+and ``frames.jsonl``: one line per frame with its file, split, episode, step, the action the
+policy took on that frame, the reward that led to it, lives and, with ``--ground-truth``,
+OCAtari's RAM objects (top-left x, y, w, h in native pixels; HUD objects marked).
+Splits are contiguous blocks in time order, so held-out frames come from later play.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from diffses.cli import arg
+from diffses.envs import make_vec_env, resolve_env
+from diffses.errors import UserError
+from diffses.io import atomic_write_bytes
+from diffses.rollout import Transition, rollout
+from diffses.runs import Run, resolve_run
+from diffses.teacher import STAGE as TEACHER_STAGE
+from diffses.teacher import load_teacher, teacher_env
+from diffses.utils import resolve_device, seed_everything
+
+STAGE = "frames"
+SPLITS = ("train", "validation", "test")
+INDEX = "frames.jsonl"
+
+
+@dataclass(frozen=True)
+class FramesConfig:
+    """Roll out a teacher (or a random policy) and save native RGB frames for the detector."""
+
+    teacher: str | None = arg(None, "teacher run folder, or 'latest'")
+    policy: str = arg("teacher", "who acts: the teacher, or 'random'",
+                      choices=("teacher", "random"))
+    env: str | None = arg(None, "env id (needed with --policy random; else the teacher's)")
+    n_frames: int = arg(2000, "frames to save", aliases=("-n",))
+    every: int = arg(1, "save every k-th agent step")
+    splits: tuple[float, ...] = arg((0.8, 0.1, 0.1), "fractions for train validation test")
+    ground_truth: bool = arg(False, "store OCAtari RAM objects per frame (Atari games only)")
+    deterministic: bool = arg(False, "teacher acts greedily (default: samples its policy)",
+                              negative="--stochastic")
+    seed: int = arg(0, "seed for the rollout")
+    device: str = arg("auto", "torch device for the teacher")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+    name: str = arg("frames", "run name, part of the run folder's name")
+    out: str | None = arg(None, "write into this folder instead of a new run folder")
+    overwrite: bool = arg(False, "replace frames already in --out")
+    progress: bool = arg(True, "show a progress bar", negative="--no-progress")
+
+    def __post_init__(self) -> None:
+        if self.n_frames <= 0 or self.every <= 0:
+            raise UserError("--n-frames and --every must be positive")
+        if len(self.splits) != 3 or any(f < 0 for f in self.splits) or sum(self.splits) <= 0:
+            raise UserError("--splits takes three non-negative fractions (train validation test)")
+        if self.policy == "teacher" and self.teacher is None:
+            raise UserError("give --teacher RUN (or latest), or --policy random --env ID")
+        if self.policy == "random" and self.env is None and self.teacher is None:
+            raise UserError("--policy random needs --env ID")
+
+
+def split_of(index: int, n: int, fractions: tuple[float, ...]) -> str:
+    """The split of frame ``index`` of ``n``: contiguous blocks in the given proportions."""
+    bounds = np.cumsum(fractions) / sum(fractions) * n
+    return SPLITS[int(np.searchsorted(bounds, index, side="right"))]
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    """PNG bytes of an RGB frame (stored as RGB on disk)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """An RGB frame from a PNG file, shape (H, W, 3) uint8."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UserError(f"cannot read image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _prepare_out(cfg: FramesConfig, env_id: str) -> Run:
+    if cfg.out is None:
+        return Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
+    out = Path(cfg.out)
+    if (out / INDEX).exists() or any((out / s).exists() for s in SPLITS):
+        if not cfg.overwrite:
+            raise UserError(f"{out} already holds frames; pass --overwrite to replace them")
+        for s in SPLITS:
+            shutil.rmtree(out / s, ignore_errors=True)
+        (out / INDEX).unlink(missing_ok=True)
+    return Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg, path=out)
+
+
+def run(cfg: FramesConfig) -> Run:
+    """Save ``cfg.n_frames`` frames and their index; returns the finished run."""
+    teacher_run = None
+    if cfg.teacher is not None:
+        teacher_run = resolve_run(cfg.teacher, TEACHER_STAGE, cfg.runs_dir)
+    env_id = resolve_env(cfg.env or teacher_run.env_id).env_id
+    if teacher_run is not None and cfg.env and env_id != teacher_run.env_id:
+        raise UserError(f"--env {env_id} does not match the teacher's env {teacher_run.env_id}")
+    run_ = _prepare_out(cfg, env_id)
+    with run_.failing():
+        if teacher_run is not None:
+            run_.add_input("teacher_model", teacher_run.path / "model.zip")
+            run_.manifest["teacher_run"] = str(teacher_run.path)
+        seed_everything(cfg.seed)
+        env_kwargs = dict(native_frames=True, ground_truth=cfg.ground_truth, clip_reward=False)
+        if cfg.policy == "teacher":
+            model = load_teacher(teacher_run, resolve_device(cfg.device))
+            venv = teacher_env(teacher_run, cfg.seed, **env_kwargs)
+        else:
+            model = None
+            venv = make_vec_env(env_id, 1, cfg.seed, frame_stack=1, **env_kwargs)
+        rng = np.random.default_rng(cfg.seed)
+
+        def act(obs: np.ndarray, info: dict[str, Any]) -> int:
+            if model is None:
+                return int(rng.integers(venv.action_space.n))
+            return int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
+
+        try:
+            counts, episodes = _write_frames(cfg, rollout(venv, act), run_.path)
+        finally:
+            venv.close()
+        run_.add_output(run_.path / INDEX)
+        frame_shape = list(read_png(run_.path / read_index(run_.path)[0]["file"]).shape)
+        run_.manifest.update(frame_shape=frame_shape, ground_truth=cfg.ground_truth,
+                             policy=cfg.policy)
+        run_.finish({"frames": cfg.n_frames, "episodes": episodes,
+                     **{f"{s}_frames": counts[s] for s in SPLITS}})
+    print(f"[frames] {cfg.n_frames} frames of {env_id} ({counts}) in {run_.path}")
+    return run_
+
+
+def _write_frames(cfg: FramesConfig, steps: Iterator[Transition], out: Path
+                  ) -> tuple[dict[str, int], int]:
+    """Write PNGs and the index as play goes; the index appears whole, by a rename, at the end."""
+    counts = dict.fromkeys(SPLITS, 0)
+    partial = out / f".{INDEX}.partial"
+    saved, episodes = 0, 0
+    with open(partial, "w") as index, tqdm(total=cfg.n_frames, disable=not cfg.progress,
+                                           desc="frames") as bar:
+        for t in steps:
+            if saved >= cfg.n_frames:
+                break
+            if t.step % cfg.every:
+                continue
+            split = split_of(saved, cfg.n_frames, cfg.splits)
+            fname = f"{split}/{saved:06d}.png"
+            atomic_write_bytes(out / fname, encode_png(t.info["native_frame"]))
+            record = {"file": fname, "split": split, "episode": t.episode, "step": t.step,
+                      "action": t.action, "reward": t.reward, "lives": t.info.get("lives")}
+            if cfg.ground_truth:
+                record["objects"] = t.info["objects"]
+            index.write(json.dumps(record) + "\n")
+            counts[split] += 1
+            saved += 1
+            episodes = t.episode + 1
+            bar.update(1)
+    os.replace(partial, out / INDEX)
+    return counts, episodes
+
+
+def read_index(run_path: str | Path) -> list[dict[str, Any]]:
+    """The records of a frames run's ``frames.jsonl``."""
+    path = Path(run_path) / INDEX
+    if not path.is_file():
+        raise UserError(f"{run_path} has no {INDEX}; is it a finished save_frames run?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

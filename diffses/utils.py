@@ -1,0 +1,35 @@
+"""Seeding and device selection shared by every stage."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from diffses.errors import UserError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (envs are seeded through ``reset(seed=...)``)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when present else ``cpu``; a CUDA device that is not there errs."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{name}' was asked for but CUDA is not available here; "
+                            f"use --device cpu or auto")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device '{name}' does not exist: {torch.cuda.device_count()} "
+                            f"CUDA device(s) here")
+        return name
+    if name != "cpu":
+        raise UserError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
+    return name

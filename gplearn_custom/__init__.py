@@ -1,0 +1,1 @@
+"""Our genetic-programming engine for forests of expressions with differentiable constants."""

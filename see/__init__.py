@@ -1,0 +1,1 @@
+"""Operators and object relations for symbolic policies, in numpy, torch and sympy forms."""

@@ -1,0 +1,1 @@
+"""SPACE, the unsupervised object detector (Stage II-A)."""

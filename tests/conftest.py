@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny real teacher run, trained once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from diffses.teacher import TeacherConfig, run as train_teacher  # noqa: E402
+
+#: Smallest PPO settings that still run full rollouts and updates: 2 envs x 64 steps.
+TINY_PPO = ("n_steps:64", "batch_size:64", "n_epochs:1")
+
+
+def tiny_teacher_config(runs_dir: Path, **overrides) -> TeacherConfig:
+    """A 256-step Pong teacher config with short evaluations."""
+    values = dict(env="ALE/Pong-v5", n_timesteps=256, n_envs=2, hyperparams=TINY_PPO,
+                  runs_dir=str(runs_dir), checkpoint_freq=128, eval_freq=128,
+                  eval_episodes=1, final_eval_episodes=1, eval_max_steps=100, progress=False,
+                  device="cpu")
+    values.update(overrides)
+    return TeacherConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory):
+    """A finished 256-step Pong teacher run."""
+    runs = tmp_path_factory.mktemp("runs")
+    return train_teacher(tiny_teacher_config(runs))
+
+
+def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run one of the top-level scripts as a user would, capturing its output."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
