@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffses.cli import arg
-from diffses.envs import make_vec_env, resolve_env
+from diffses.envs import make_vec_env, ocatari_game, resolve_env
 from diffses.errors import UserError
 from diffses.io import atomic_write_bytes
 from diffses.rollout import Transition, rollout
@@ -108,7 +108,10 @@ def run(cfg: FramesConfig) -> Run:
     teacher_run = None
     if cfg.teacher is not None:
         teacher_run = resolve_run(cfg.teacher, TEACHER_STAGE, cfg.runs_dir)
-    env_id = resolve_env(cfg.env or teacher_run.env_id).env_id
+    spec = resolve_env(cfg.env or teacher_run.env_id)
+    env_id = spec.env_id
+    if cfg.ground_truth and ocatari_game(spec) is None:
+        raise UserError(f"--ground-truth needs a game OCAtari knows; {env_id} is not one")
     if teacher_run is not None and cfg.env and env_id != teacher_run.env_id:
         raise UserError(f"--env {env_id} does not match the teacher's env {teacher_run.env_id}")
     run_ = _prepare_out(cfg, env_id)
