@@ -1,0 +1,114 @@
+"""The detection API every later stage uses: frames (and env info) in, objects out.
+
+A :class:`Detector` turns a batch of native RGB frames into one list of :class:`Detection`
+per frame: centre x/y and width/height in native pixels, a type id, a confidence and, for
+learned detectors, the ``z_what`` appearance code. Two backends:
+
+- ``ocatari``: OCAtari's RAM objects (perfect perception, for comparison). The env must be
+  made with ``ground_truth=True`` so each step's ``info["objects"]`` holds them; type ids are
+  the game's object categories in OCAtari's order, so an id always names the same category.
+- a SPACE run folder: the trained detector (``space.model``), types from k-means on z_what.
+
+``load_detector`` picks the backend from a string; ``Detector.env_kwargs`` says what the env
+factory must add to ``info`` for it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from diffses.errors import UserError
+
+OCATARI = "ocatari"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object: centre and size in native pixels, type id, confidence, z_what."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    type: int
+    confidence: float = 1.0
+    z_what: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+class Detector(ABC):
+    """Detects objects in batches of native RGB frames."""
+
+    #: a short name recorded in manifests (``ocatari`` or the SPACE run folder)
+    name: str
+    #: type id -> readable name
+    type_names: dict[int, str]
+    #: keyword arguments :func:`diffses.envs.make_env` needs for this detector's inputs
+    env_kwargs: dict[str, Any]
+
+    @abstractmethod
+    def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
+               ) -> list[list[Detection]]:
+        """Objects per frame. ``frames``: (B, H, W, 3) uint8 RGB; ``infos``: env infos."""
+
+
+def boxes_from_objects(objects: Sequence[dict[str, Any]], type_ids: dict[str, int],
+                       hud: bool = False) -> list[Detection]:
+    """OCAtari object dicts (top-left x, y, w, h) -> detections (centres), HUD dropped
+    unless ``hud``; categories not in ``type_ids`` are skipped."""
+    out = []
+    for obj in objects:
+        if (obj.get("hud") and not hud) or obj["category"] not in type_ids:
+            continue
+        out.append(Detection(x=obj["x"] + obj["w"] / 2, y=obj["y"] + obj["h"] / 2,
+                             w=float(obj["w"]), h=float(obj["h"]),
+                             type=type_ids[obj["category"]]))
+    return out
+
+
+def ocatari_categories(game: str) -> list[str]:
+    """A game's OCAtari object categories (HUD ones included) in OCAtari's own order."""
+    from ocatari.ram.extract_ram_info import get_max_objects
+    return list(dict.fromkeys(get_max_objects(game, True)))
+
+
+class OcatariDetector(Detector):
+    """OCAtari RAM objects as detections, read from ``info["objects"]``."""
+
+    def __init__(self, env_id: str, hud: bool = False):
+        from diffses.envs import ocatari_game, resolve_env
+        game = ocatari_game(resolve_env(env_id))
+        if game is None:
+            raise UserError(f"the ocatari detector needs an Atari game OCAtari knows; "
+                            f"{env_id} is not one (train a SPACE detector instead)")
+        self.name, self.game, self.hud = OCATARI, game, hud
+        categories = ocatari_categories(game)
+        self.type_ids = {c: i for i, c in enumerate(categories)}
+        self.type_names = {i: c for c, i in self.type_ids.items()}
+        self.env_kwargs = {"ground_truth": True}
+
+    def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
+               ) -> list[list[Detection]]:
+        if infos is None or any("objects" not in info for info in infos):
+            raise ValueError("the ocatari detector reads info['objects']: make the env with "
+                             "ground_truth=True (see Detector.env_kwargs)")
+        return [boxes_from_objects(info["objects"], self.type_ids, self.hud) for info in infos]
+
+
+def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Path = "runs",
+                  device: str = "auto", hud: bool = False) -> Detector:
+    """``ocatari`` (needs ``env_id``), or a SPACE run folder / ``latest``."""
+    if str(ref) == OCATARI:
+        if env_id is None:
+            raise UserError("the ocatari detector needs the env id")
+        return OcatariDetector(env_id, hud=hud)
+    from diffses.runs import resolve_run
+    from space.model import SpaceDetector
+    run = resolve_run(ref, "space", runs_dir, env_id=env_id)
+    if env_id is not None and run.env_id != env_id:
+        raise UserError(f"detector {run.path} was trained on {run.env_id}, not {env_id}")
+    return SpaceDetector.load(run.path / "checkpoint.pt", device=device, name=str(run.path))
