@@ -21,13 +21,15 @@ demo: $(STAMP)
 	$(PY) train_visual_rl.py --env $(DEMO_ENV) -n $(DEMO_STEPS) --runs-dir $(RUNS) --name demo \
 		--checkpoint-freq 10240 --eval-freq 10240 --eval-episodes 1 --final-eval-episodes 2
 	$(PY) save_frames.py --teacher latest --runs-dir $(RUNS) -n 1000 --every 2 --ground-truth --name demo
-	@echo "demo done: teacher runs in $(RUNS)/teacher, frames in $(RUNS)/frames (tensorboard --logdir $(RUNS)/teacher)"
+	$(PY) build_dataset.py --teacher latest --detector ocatari --runs-dir $(RUNS) --episodes 1 --name demo
+	@echo "demo done: runs under $(RUNS)/{teacher,frames,dataset} (tensorboard --logdir $(RUNS)/teacher)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_teacher.py
+	$(PY) benchmarks/bench_dataset.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,7 +2,7 @@
 
 The run folder gets ``train/``, ``validation/`` and ``test/`` PNGs (RGB, native resolution)
 and ``frames.jsonl``: one line per frame with its file, split, episode, step, the action the
-policy took on that frame, the reward that led to it, lives and, with ``--ground-truth``,
+policy took on that frame, the reward that action earned, lives and, with ``--ground-truth``,
 OCAtari's RAM objects (top-left x, y, w, h in native pixels; HUD objects marked).
 Splits are contiguous blocks in time order, so held-out frames come from later play.
 """

@@ -44,3 +44,39 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class JsonListWriter:
+    """Write a JSON list one item at a time; the file appears whole, by a rename, on close.
+
+    Memory stays flat however many items are written. Leaving the ``with`` block by an
+    exception removes the partial file.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial",
+                                   dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "w")
+        self._fh.write("[")
+        self.count = 0
+
+    def write(self, item: Any) -> None:
+        self._fh.write(("\n" if self.count == 0 else ",\n") + json.dumps(item, allow_nan=False))
+        self.count += 1
+
+    def __enter__(self) -> "JsonListWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._fh.close()
+            self._tmp.unlink(missing_ok=True)
+            return
+        self._fh.write("\n]\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self._tmp, self.path)

@@ -18,14 +18,15 @@ from diffses.envs import reset_info
 
 @dataclass
 class Transition:
-    """The observation at one agent step and the action the policy took on it."""
+    """One agent step: what the policy saw, what it did, and what came of it."""
 
     obs: np.ndarray          # the policy's observation, batch of 1
-    info: dict[str, Any]     # env info of this step (native frame, objects, lives, ...)
+    info: dict[str, Any]     # env info of the observed state (native frame, objects, lives)
     episode: int             # index of the game, from 0
     step: int                # agent step within the game, from 0
-    reward: float            # reward received on arriving at this step
-    action: int              # the action taken here
+    action: int              # the action taken on this observation
+    reward: float            # the reward that action earned
+    game_over: bool          # the game ended after this action (not just a life)
 
 
 def rollout(venv: VecEnv, policy: Callable[[np.ndarray, dict[str, Any]], int]
@@ -33,13 +34,14 @@ def rollout(venv: VecEnv, policy: Callable[[np.ndarray, dict[str, Any]], int]
     """Play forever (the caller stops); ``policy(obs, info)`` returns an action index."""
     obs = venv.reset()
     info = reset_info(venv, 0)
-    episode, step, reward = 0, 0, 0.0
+    episode, step = 0, 0
     while True:
         action = int(policy(obs, info))
-        yield Transition(obs, info, episode, step, reward, action)
-        obs, rewards, dones, infos = venv.step(np.array([action]))
-        reward, step, info = float(rewards[0]), step + 1, infos[0]
+        next_obs, rewards, dones, infos = venv.step(np.array([action]))
+        game_over = bool(dones[0]) and "episode" in infos[0]
+        yield Transition(obs, info, episode, step, action, float(rewards[0]), game_over)
+        obs, info, step = next_obs, infos[0], step + 1
         if dones[0]:
-            if "episode" in info:
-                episode, step = episode + 1, 0
             info = reset_info(venv, 0)
+        if game_over:
+            episode, step = episode + 1, 0

@@ -107,8 +107,8 @@ def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Pa
             raise UserError("the ocatari detector needs the env id")
         return OcatariDetector(env_id, hud=hud)
     from diffses.runs import resolve_run
-    from space.model import SpaceDetector
     run = resolve_run(ref, "space", runs_dir, env_id=env_id)
+    from space.model import SpaceDetector
     if env_id is not None and run.env_id != env_id:
         raise UserError(f"detector {run.path} was trained on {run.env_id}, not {env_id}")
     return SpaceDetector.load(run.path / "checkpoint.pt", device=device, name=str(run.path))

@@ -1,0 +1,184 @@
+"""Stage II-B: the teacher's behaviour as tracked objects, in the sample.json schema.
+
+Roll out a teacher, detect objects in every frame (a SPACE run or OCAtari), track them for
+velocities and write one record per agent step: the objects, the teacher's action and its
+action probabilities. Records are written as they come, so memory stays flat on long runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from diffses.cli import arg
+from diffses.envs import env_info
+from diffses.errors import UserError
+from diffses.io import JsonListWriter, atomic_write_json
+from diffses.perception import Perception
+from diffses.rollout import Transition, rollout
+from diffses.runs import Run, resolve_run
+from diffses.schema import DATASET, load_dataset, meta_path
+from diffses.teacher import STAGE as TEACHER_STAGE
+from diffses.teacher import load_teacher, teacher_env
+from diffses.utils import resolve_device, seed_everything
+from space.detection import load_detector
+
+STAGE = "dataset"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Roll out a teacher, detect and track objects in every frame, and write dataset.json
+    (records in the sample.json schema) with dataset.meta.json for distillation."""
+
+    teacher: str = arg("latest", "teacher run folder, or 'latest'")
+    detector: str = arg("ocatari", "'ocatari' (RAM objects), or a SPACE run folder / 'latest'")
+    episodes: int | None = arg(None, "stop after this many episodes (default 1 unless -n)")
+    n_steps: int | None = arg(None, "stop after this many agent steps", aliases=("-n",))
+    deterministic: bool = arg(True, "the teacher acts greedily", negative="--stochastic")
+    seed: int = arg(0, "seed for the rollout")
+    device: str = arg("auto", "torch device for the teacher and detector")
+    gate: float = arg(30.0, "tracking gate: most pixels an object moves between steps")
+    max_missing: int = arg(3, "steps a vanished object is remembered (flicker)")
+    hud: bool = arg(False, "keep HUD objects (scores, lives) from the ocatari detector")
+    batch: int = arg(64, "frames per detection batch")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+    name: str = arg("dataset", "run name, part of the run folder's name")
+    out: str | None = arg(None, "also write the dataset to this file (and its .meta.json)")
+    progress: bool = arg(True, "show a progress bar", negative="--no-progress")
+
+    def __post_init__(self) -> None:
+        if self.episodes is not None and self.n_steps is not None:
+            raise UserError("give --episodes or -n/--n-steps, not both")
+        if (self.episodes is not None and self.episodes <= 0) or \
+                (self.n_steps is not None and self.n_steps <= 0) or self.batch <= 0:
+            raise UserError("--episodes, --n-steps and --batch must be positive")
+
+
+def _chunks(steps: Iterator[Transition], size: int, cfg: DatasetConfig
+            ) -> Iterator[list[Transition]]:
+    """Consecutive transitions in lists of ``size``, until the episode or step budget ends."""
+    episodes = cfg.episodes if cfg.episodes is not None or cfg.n_steps is not None else 1
+    chunk: list[Transition] = []
+    for i, t in enumerate(steps):
+        if (cfg.n_steps is not None and i >= cfg.n_steps) or \
+                (episodes is not None and t.episode >= episodes):
+            break
+        chunk.append(t)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run(cfg: DatasetConfig) -> Run:
+    """Build the dataset; returns the finished run."""
+    teacher_run = resolve_run(cfg.teacher, TEACHER_STAGE, cfg.runs_dir)
+    env_id = teacher_run.env_id
+    device = resolve_device(cfg.device)
+    detector = load_detector(cfg.detector, env_id=env_id, runs_dir=cfg.runs_dir, device=device,
+                             hud=cfg.hud)
+    perception = Perception(detector, cfg.gate, cfg.max_missing)
+    facts = env_info(env_id)
+    run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
+    with run_.failing():
+        run_.add_input("teacher_model", teacher_run.path / "model.zip")
+        run_.manifest.update(teacher_run=str(teacher_run.path), detector=detector.name)
+        seed_everything(cfg.seed)
+        model = load_teacher(teacher_run, device)
+        venv = teacher_env(teacher_run, cfg.seed, clip_reward=False, **perception.env_kwargs)
+
+        def act(obs: np.ndarray, info: dict[str, Any]) -> int:
+            return int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
+
+        try:
+            stats = _write(cfg, rollout(venv, act), model, perception, run_)
+        finally:
+            venv.close()
+        meta = {
+            "env_id": env_id,
+            "n_actions": facts["n_actions"],
+            "action_meanings": facts["action_meanings"],
+            "type_names": {str(t): n for t, n in detector.type_names.items()},
+            "max_objects_per_type": {str(t): n for t, n in sorted(stats["max_per_type"].items())},
+            "frame_size": facts["frame_shape"][:2],
+            "positions": "object centres in native pixels",
+            "velocities": "pixels per agent step",
+            "detector": detector.name,
+            "teacher_run": str(teacher_run.path),
+            "deterministic_teacher": cfg.deterministic,
+            "records": stats["records"],
+            "episodes": stats["episodes"],
+        }
+        atomic_write_json(meta_path(run_.path / DATASET), meta)
+        load_dataset(run_.path)  # what we wrote reads back under the schema
+        run_.add_output(run_.path / DATASET)
+        run_.add_output(meta_path(run_.path / DATASET))
+        if cfg.out:
+            _copy_out(run_, cfg.out)
+        summary = {k: stats[k] for k in ("records", "episodes", "records_per_second",
+                                          "mean_objects", "episode_returns")}
+        run_.finish(summary)
+    print(f"[dataset] {stats['records']} records, {stats['episodes']} episode(s), "
+          f"{stats['records_per_second']:.0f} records/s, detector {detector.name}: "
+          f"{run_.path / DATASET}")
+    return run_
+
+
+def _copy_out(run_: Run, out: str) -> None:
+    for src, dst in ((run_.path / DATASET, out), (meta_path(run_.path / DATASET),
+                                                  meta_path(out))):
+        tmp = f"{dst}.partial"
+        shutil.copyfile(src, tmp)
+        shutil.move(tmp, dst)
+
+
+def teacher_probs(model: Any, obs: np.ndarray) -> np.ndarray:
+    """The teacher's action probabilities for a batch of observations, (B, A)."""
+    with torch.no_grad():
+        tensor = model.policy.obs_to_tensor(obs)[0]
+        return model.policy.get_distribution(tensor).distribution.probs.cpu().numpy()
+
+
+def _write(cfg: DatasetConfig, steps: Iterator[Transition], model: Any,
+           perception: Perception, run_: Run) -> dict[str, Any]:
+    """Perceive and write records chunk by chunk; returns counts for the meta and summary."""
+    max_per_type: Counter = Counter()
+    n_objects, returns, ep_return, last_episode = 0, [], 0.0, -1
+    t0 = time.perf_counter()
+    with JsonListWriter(run_.path / DATASET) as writer, \
+            tqdm(total=cfg.n_steps, disable=not cfg.progress, desc="records") as bar:
+        for chunk in _chunks(steps, cfg.batch, cfg):
+            frames = np.stack([t.info["native_frame"] for t in chunk])   # (B, H, W, 3)
+            starts = [t.episode != prev for t, prev in
+                      zip(chunk, [last_episode] + [t.episode for t in chunk[:-1]])]
+            states = perception.observe(frames, [t.info for t in chunk], starts)
+            probs = teacher_probs(model, np.concatenate([t.obs for t in chunk]))  # (B, A)
+            for t, state, p in zip(chunk, states, probs):
+                for typ, n in Counter(o["type"] for o in state).items():
+                    max_per_type[typ] = max(max_per_type[typ], n)
+                n_objects += len(state)
+                ep_return += t.reward
+                if t.game_over:
+                    returns.append(ep_return)
+                    ep_return = 0.0
+                writer.write({"state": state, "teacher_action": t.action,
+                              "episode": t.episode, "step": t.step, "reward": t.reward,
+                              "teacher_probs": [round(float(v), 5) for v in p]})
+            last_episode = chunk[-1].episode
+            bar.update(len(chunk))
+        records = writer.count
+        if records == 0:
+            raise UserError("the rollout produced no records")
+    seconds = time.perf_counter() - t0
+    return {"records": records, "episodes": last_episode + 1, "max_per_type": max_per_type,
+            "records_per_second": records / max(seconds, 1e-9),
+            "mean_objects": n_objects / records, "episode_returns": returns}

@@ -1,0 +1,96 @@
+"""Track detected objects between agent steps to give them identities and velocities.
+
+Per type, the objects of the previous steps are matched to the current detections by the
+Hungarian algorithm on the distance between each track's predicted centre (last centre plus
+its velocity times the steps since it was seen) and each detection, with a gate in pixels.
+A matched detection's velocity is its displacement per agent step since the track was last
+seen; a new object has velocity 0. A track not seen for more than ``max_missing`` steps is
+dropped, so an object that flickers for a step or two keeps its identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from space.detection import Detection
+
+
+@dataclass
+class Track:
+    """One object followed over time."""
+
+    id: int
+    type: int
+    x: float
+    y: float
+    vx: float = 0.0
+    vy: float = 0.0
+    last_seen: int = 0
+
+
+@dataclass(frozen=True)
+class TrackedObject:
+    """A detection of this step with its track id and velocity (pixels per agent step)."""
+
+    detection: Detection
+    track: int
+    vx: float
+    vy: float
+
+
+class Tracker:
+    """Per-type Hungarian tracking with a distance gate and tolerance for flicker."""
+
+    def __init__(self, gate: float = 30.0, max_missing: int = 3):
+        self.gate, self.max_missing = gate, max_missing
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track (a new episode)."""
+        self.tracks: list[Track] = []
+        self.t = 0
+        self._next_id = 0
+
+    def update(self, detections: Sequence[Detection]) -> list[TrackedObject]:
+        """Match this step's detections to the tracks; returns them sorted by (type, track)."""
+        self.t += 1
+        out: list[TrackedObject] = []
+        for typ in sorted({d.type for d in detections} | {tr.type for tr in self.tracks}):
+            dets = [d for d in detections if d.type == typ]
+            tracks = [tr for tr in self.tracks if tr.type == typ]
+            out += self._update_type(typ, dets, tracks)
+        self.tracks = [tr for tr in self.tracks if self.t - tr.last_seen <= self.max_missing]
+        return sorted(out, key=lambda o: (o.detection.type, o.track))
+
+    def _update_type(self, typ: int, dets: list[Detection], tracks: list[Track]
+                     ) -> list[TrackedObject]:
+        pairs: list[tuple[int, int]] = []
+        if dets and tracks:
+            gaps = np.array([self.t - tr.last_seen for tr in tracks], dtype=float)  # (T,)
+            pred = np.array([[tr.x + tr.vx * g, tr.y + tr.vy * g]
+                             for tr, g in zip(tracks, gaps)])                       # (T, 2)
+            pos = np.array([[d.x, d.y] for d in dets])                              # (D, 2)
+            dist = np.linalg.norm(pred[:, None] - pos[None], axis=-1)               # (T, D)
+            rows, cols = linear_sum_assignment(np.where(dist <= self.gate, dist, 1e9))
+            pairs = [(r, c) for r, c in zip(rows, cols) if dist[r, c] <= self.gate]
+        out = []
+        matched = set()
+        for r, c in pairs:
+            tr, d = tracks[r], dets[c]
+            gap = self.t - tr.last_seen
+            tr.vx, tr.vy = (d.x - tr.x) / gap, (d.y - tr.y) / gap
+            tr.x, tr.y, tr.last_seen = d.x, d.y, self.t
+            matched.add(c)
+            out.append(TrackedObject(d, tr.id, tr.vx, tr.vy))
+        for c, d in enumerate(dets):
+            if c in matched:
+                continue
+            tr = Track(self._next_id, typ, d.x, d.y, last_seen=self.t)
+            self._next_id += 1
+            self.tracks.append(tr)
+            out.append(TrackedObject(d, tr.id, 0.0, 0.0))
+        return out
