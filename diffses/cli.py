@@ -11,7 +11,10 @@ import argparse
 import dataclasses
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
+
+import yaml
 
 from diffses.errors import UserError
 
@@ -70,9 +73,47 @@ def build_parser(cls: type, prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def yaml_values(cls: type, path: str | Path) -> dict[str, Any]:
+    """Field values from a yaml file for the config dataclass ``cls`` (keys as field names,
+    dashes allowed); an unknown key or a file that is not a yaml mapping is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {path} is not valid yaml: {err}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must be a mapping of option: value")
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    return {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
+            for k, v in values.items()}
+
+
+def from_yaml(cls: type[T], path: str | Path, **overrides: Any) -> T:
+    """The config from a yaml file, with ``overrides`` winning (for use from Python)."""
+    return cls(**{**yaml_values(cls, path), "config": str(path), **overrides})
+
+
 def parse(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None) -> T:
-    """Parse ``argv`` into an instance of the config dataclass ``cls``."""
-    ns = build_parser(cls, prog).parse_args(argv)
+    """Parse ``argv`` into an instance of the config dataclass ``cls``.
+
+    A config with a ``config`` field takes ``--config FILE.yaml``: its values become the
+    defaults, so flags given on the command line win.
+    """
+    parser = build_parser(cls, prog)
+    if "config" in {f.name for f in dataclasses.fields(cls)}:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config")
+        known, _ = pre.parse_known_args(argv)
+        if known.config:
+            parser.set_defaults(**yaml_values(cls, known.config))
+    ns = parser.parse_args(argv)
     values = vars(ns)
     hints = typing.get_type_hints(cls)
     for name, hint in hints.items():

@@ -1,0 +1,359 @@
+"""Stage II-C: distil a dataset of teacher behaviour into a forest of symbolic expressions.
+
+One gplearn tree per action over the feature layout. ``classifier`` mode fits a one-vs-rest
+``SymbolicClassifier`` per action on the teacher's actions (the program's raw output is the
+logit); ``regressor`` mode fits a ``SymbolicRegressor`` per action
+on the teacher's centred log-probabilities (needs ``teacher_probs``), selecting programs by
+correlation and then scaling each linearly to its target (Keijzer's linear scaling), so the
+search does not spend itself on constants and the parsimony pressure means the same on
+every dataset. The action is the argmax
+of the trees. Records are split into train and validation by episode; ``restarts``
+independent runs keep the forest with the best validation agreement.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from diffses.cli import arg
+from diffses.errors import UserError
+from diffses.features import FeatureLayout
+from diffses.io import atomic_write_text
+from diffses.policy import POLICY, SymbolicPolicy, evaluate, from_gplearn
+from diffses.runs import Run, resolve_run
+from diffses.schema import Dataset, load_dataset
+from diffses.utils import seed_everything
+from see import operators as ops
+
+STAGE = "distill"
+MODES = ("auto", "classifier", "regressor")
+#: A tree for an action the teacher never took: a constant that never wins the argmax.
+NEVER = [{"c": -1e6}]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Distil a teacher dataset into one symbolic expression per action with gplearn and write
+    policy.json (trees, feature layout, operators, readable formulas, metrics)."""
+
+    dataset: str = arg("latest", "dataset run folder, 'latest', or a dataset file "
+                                 "(e.g. sample.json)")
+    config: str | None = arg(None, "yaml file of these options (flags on the command line win)")
+    mode: str = arg("auto", "classifier (one-vs-rest on actions), regressor (on the teacher's "
+                            "logits, needs teacher_probs) or auto", choices=MODES)
+    population_size: int = arg(1000, "gplearn population_size")
+    generations: int = arg(20, "gplearn generations")
+    tournament_size: int = arg(25, "gplearn tournament_size")
+    const_range: tuple[float, ...] = arg((-3.0, 3.0), "gplearn const_range (low high)")
+    init_depth: tuple[int, ...] = arg((2, 6), "gplearn init_depth (min max)")
+    init_method: str = arg("half and half", "gplearn init_method",
+                           choices=("half and half", "grow", "full"))
+    function_set: tuple[str, ...] = arg(ops.DEFAULT_FUNCTION_SET, "operator names (see/)")
+    parsimony_coefficient: float = arg(0.001, "gplearn parsimony_coefficient")
+    p_crossover: float = arg(0.9, "gplearn p_crossover")
+    p_subtree_mutation: float = arg(0.01, "gplearn p_subtree_mutation")
+    p_hoist_mutation: float = arg(0.01, "gplearn p_hoist_mutation")
+    p_point_mutation: float = arg(0.01, "gplearn p_point_mutation")
+    p_point_replace: float = arg(0.05, "gplearn p_point_replace")
+    max_samples: float = arg(1.0, "gplearn max_samples (fraction of rows per program)")
+    max_slots: int | None = arg(None, "cap on objects per type in the feature layout")
+    validation_fraction: float = arg(0.2, "share of episodes held out for validation")
+    restarts: int = arg(1, "independent GP runs; the best validation agreement is kept")
+    n_jobs: int = arg(1, "gplearn n_jobs")
+    seed: int = arg(0, "random seed")
+    eval_episodes: int = arg(0, "play this many seeded games with the policy and the teacher")
+    eval_max_steps: int | None = arg(None, "cap on agent steps per evaluation game")
+    teacher: str | None = arg(None, "teacher run for --eval-episodes (default: the dataset's)")
+    detector: str | None = arg(None, "detector for --eval-episodes (default: the dataset's)")
+    device: str = arg("cpu", "torch device for evaluation")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+    name: str = arg("gp", "run name, part of the run folder's name")
+    verbose: int = arg(0, "gplearn verbosity")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.population_size >= 2, "population_size must be at least 2"),
+            (self.generations >= 1, "generations must be at least 1"),
+            (1 <= self.tournament_size <= self.population_size,
+             "tournament_size must be between 1 and population_size"),
+            (len(self.const_range) == 2 and self.const_range[0] <= self.const_range[1],
+             "const_range takes two numbers, low <= high"),
+            (len(self.init_depth) == 2 and 1 <= self.init_depth[0] <= self.init_depth[1],
+             "init_depth takes two integers, 1 <= min <= max"),
+            (all(0 <= p <= 1 for p in self.probabilities) and sum(self.probabilities) <= 1,
+             "p_crossover and the mutation probabilities must be in [0, 1] and sum to <= 1"),
+            (0 <= self.p_point_replace <= 1, "p_point_replace must be in [0, 1]"),
+            (0 < self.max_samples <= 1, "max_samples must be in (0, 1]"),
+            (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
+            (self.restarts >= 1, "restarts must be at least 1"),
+            (self.parsimony_coefficient >= 0, "parsimony_coefficient must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        try:
+            ops.resolve(self.function_set)
+        except ValueError as err:
+            raise UserError(f"function_set: {err}") from None
+
+    @property
+    def probabilities(self) -> tuple[float, ...]:
+        return (self.p_crossover, self.p_subtree_mutation, self.p_hoist_mutation,
+                self.p_point_mutation)
+
+    def gplearn_params(self, seed: int) -> dict[str, Any]:
+        """Keyword arguments for a gplearn estimator."""
+        return dict(population_size=self.population_size, generations=self.generations,
+                    tournament_size=self.tournament_size, const_range=tuple(self.const_range),
+                    init_depth=tuple(self.init_depth), init_method=self.init_method,
+                    function_set=ops.gplearn_function_set(self.function_set),
+                    parsimony_coefficient=self.parsimony_coefficient,
+                    p_crossover=self.p_crossover, p_subtree_mutation=self.p_subtree_mutation,
+                    p_hoist_mutation=self.p_hoist_mutation,
+                    p_point_mutation=self.p_point_mutation, p_point_replace=self.p_point_replace,
+                    max_samples=self.max_samples, n_jobs=self.n_jobs, random_state=seed,
+                    verbose=self.verbose)
+
+
+@dataclass
+class Split:
+    """Features and targets of the train and validation records."""
+
+    X_train: np.ndarray     # (N, F)
+    X_val: np.ndarray       # (M, F)
+    a_train: np.ndarray     # (N,) teacher actions
+    a_val: np.ndarray       # (M,)
+    logits_train: np.ndarray | None   # (N, A) centred log-probabilities, when known
+
+
+def split_episodes(data: Dataset, layout: FeatureLayout, fraction: float, seed: int) -> Split:
+    """Hold out a seeded share of episodes (or the last share of steps, for one episode)."""
+    records = data.records
+    episodes = np.array([r.get("episode", 0) for r in records])
+    unique = np.unique(episodes)
+    if len(unique) >= 2:
+        rng = np.random.default_rng(seed)
+        n_val = max(1, int(round(fraction * len(unique))))
+        held = set(rng.permutation(unique)[:n_val].tolist())
+        val = np.isin(episodes, list(held))
+    else:
+        val = np.arange(len(records)) >= int(round((1 - fraction) * len(records)))
+    if val.all() or not val.any():
+        raise UserError(f"{data.path}: too few records to hold out a validation share")
+    X = layout.matrix([r["state"] for r in records])
+    actions = np.array([r["teacher_action"] for r in records])
+    logits = None
+    if all("teacher_probs" in r for r in records):
+        logp = np.log(np.clip(np.array([r["teacher_probs"] for r in records]), 1e-6, 1.0))
+        logits = logp - logp.mean(axis=1, keepdims=True)
+    return Split(X[~val], X[val], actions[~val], actions[val],
+                 None if logits is None else logits[~val])
+
+
+def resolve_mode(mode: str, split: Split) -> str:
+    if mode == "regressor" and split.logits_train is None:
+        raise UserError("regressor mode needs teacher_probs in every record; use classifier")
+    if mode == "auto":
+        return "regressor" if split.logits_train is not None else "classifier"
+    return mode
+
+
+def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed: int,
+               on_block: Callable[[int, list[list[dict]]], bool] | None = None
+               ) -> list[list[dict]]:
+    """One tree per action. With ``on_block``, generations run in blocks (gplearn warm
+    starts) and ``on_block(generations_done, trees)`` may return False to stop early."""
+    from gplearn.genetic import SymbolicClassifier, SymbolicRegressor
+    estimators: list[Any] = []
+    for a in range(n_actions):
+        params = cfg.gplearn_params(seed + a)
+        if mode == "classifier":
+            y = (split.a_train == a).astype(int)
+            if y.min() == y.max():
+                estimators.append(None)
+                continue
+            estimators.append((SymbolicClassifier(**params, warm_start=True), y))
+        else:
+            estimators.append((SymbolicRegressor(**params, warm_start=True, metric="pearson",
+                                                 stopping_criteria=1.0),
+                               split.logits_train[:, a]))
+
+    def trees() -> list[list[dict]]:
+        out = []
+        for entry in estimators:
+            if entry is None:
+                out.append(NEVER)
+                continue
+            tree = from_gplearn(entry[0]._program.program)
+            out.append(tree if mode == "classifier" else
+                       linear_scaling(tree, split.X_train, entry[1]))
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for g in _generation_blocks(cfg.generations, on_block is not None):
+            for entry in estimators:
+                if entry is None:
+                    continue
+                est, y = entry
+                est.set_params(generations=g)
+                est.fit(split.X_train, y)
+            if on_block is not None and not on_block(g, trees()):
+                break
+    return trees()
+
+
+def linear_scaling(tree: list[dict], X: np.ndarray, target: np.ndarray) -> list[dict]:
+    """``a + b * tree`` with the least-squares ``a``, ``b`` for ``target`` (the tree was
+    selected on correlation, which ignores scale and offset)."""
+    f = evaluate(tree, X)
+    var = float(f.var())
+    if var < 1e-12 or not np.isfinite(var):
+        return [{"c": float(target.mean())}]
+    b = float(np.cov(f, target, bias=True)[0, 1] / var)
+    a = float(target.mean() - b * f.mean())
+    if abs(b) * np.sqrt(var) < 1e-9 * (1 + abs(a)):  # the tree explains nothing: a constant
+        return [{"c": a}]
+    return [{"f": "add"}, {"c": a}, {"f": "mul"}, {"c": b}, *tree]
+
+
+def _generation_blocks(generations: int, reporting: bool) -> list[int]:
+    """Cumulative generation counts to fit to: all at once, or in up to 5 reporting blocks."""
+    if not reporting:
+        return [generations]
+    step = max(1, generations // 5)
+    return sorted(set(list(range(step, generations, step)) + [generations]))
+
+
+def agreement(policy_trees: list[list[dict]], layout: FeatureLayout, X: np.ndarray,
+              actions: np.ndarray, meanings: list[str], env_id: str) -> float:
+    policy = SymbolicPolicy(policy_trees, layout, meanings, env_id, [])
+    return float((policy.act(X) == actions).mean())
+
+
+def _confusion(pred: np.ndarray, truth: np.ndarray, n: int) -> list[list[int]]:
+    mat = np.zeros((n, n), dtype=int)
+    np.add.at(mat, (truth, pred), 1)
+    return mat.tolist()
+
+
+def distil(cfg: DistillConfig, data: Dataset,
+           on_generation: Callable[[int, float], bool] | None = None
+           ) -> tuple[SymbolicPolicy, dict[str, Any]]:
+    """Fit the forest (with restarts) and measure it; returns the policy and its metrics.
+    ``on_generation(g, validation_agreement)`` reports progress and may stop the run."""
+    seed_everything(cfg.seed)
+    layout = FeatureLayout.for_dataset(data.records, data.meta, cfg.max_slots)
+    if layout.size == 0:
+        raise UserError(f"{data.path}: no objects in any record; nothing to distil from")
+    split = split_episodes(data, layout, cfg.validation_fraction, cfg.seed)
+    mode = resolve_mode(cfg.mode, split)
+    n_actions = data.n_actions
+    meanings = (data.meta or {}).get("action_meanings") or [str(a) for a in range(n_actions)]
+    env_id = (data.meta or {}).get("env_id", "unknown")
+    best: tuple[float, list[list[dict]]] | None = None
+    runs = []
+    t0 = time.perf_counter()
+    for r in range(cfg.restarts):
+        seed = cfg.seed + 1000 * r
+        hook = None
+        if on_generation is not None:
+            def hook(g: int, trees: list[list[dict]]) -> bool:
+                return on_generation(g, agreement(trees, layout, split.X_val, split.a_val,
+                                                  meanings, env_id))
+        trees = fit_forest(cfg, split, n_actions, mode, seed, hook)
+        val = agreement(trees, layout, split.X_val, split.a_val, meanings, env_id)
+        runs.append({"restart": r, "seed": seed, "validation_agreement": val})
+        if best is None or val > best[0]:
+            best = (val, trees)
+    seconds = time.perf_counter() - t0
+    policy = SymbolicPolicy(best[1], layout, meanings, env_id, list(cfg.function_set))
+    pred_val = policy.act(split.X_val)
+    metrics = {
+        "mode": mode,
+        "validation_agreement": best[0],
+        "train_agreement": float((policy.act(split.X_train) == split.a_train).mean()),
+        "validation_confusion": _confusion(pred_val, split.a_val, n_actions),
+        "teacher_action_share": np.bincount(split.a_train, minlength=n_actions).tolist(),
+        "tree_sizes": [len(t) for t in policy.trees],
+        "n_train": int(len(split.a_train)),
+        "n_validation": int(len(split.a_val)),
+        "restarts": runs,
+        "fit_seconds": round(seconds, 2),
+    }
+    policy.metrics = metrics
+    return policy, metrics
+
+
+def resolve_dataset(ref: str, runs_dir: str) -> tuple[Dataset, Run | None]:
+    """A dataset run folder or ``latest`` (with its run), or a dataset file."""
+    path = Path(ref)
+    if ref == "latest" or (path.is_dir() and (path / "manifest.json").is_file()):
+        run_ = resolve_run(ref, "dataset", runs_dir)
+        return load_dataset(run_.path), run_
+    if not path.exists():
+        raise UserError(f"dataset {ref} does not exist (a dataset run folder, 'latest', or a "
+                        f"dataset file)")
+    return load_dataset(path), None
+
+
+def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset) -> dict[str, Any]:
+    """Returns of the policy and the teacher on the same seeded games."""
+    from diffses.perception import Perception
+    from diffses.play import evaluate_side_by_side
+    from space.detection import load_detector
+    meta = data.meta or {}
+    teacher_ref = cfg.teacher or meta.get("teacher_run")
+    detector_ref = cfg.detector or meta.get("detector")
+    if not teacher_ref or not detector_ref:
+        raise UserError("--eval-episodes needs --teacher and --detector (the dataset's meta "
+                        "does not name them)")
+    teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
+    detector = load_detector(detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
+                             device=cfg.device)
+    return evaluate_side_by_side(policy, Perception(detector), teacher_run, cfg.eval_episodes,
+                                 cfg.seed, cfg.eval_max_steps, cfg.device)
+
+
+def run(cfg: DistillConfig) -> Run:
+    """Distil, write policy.json, print the formulas (and the played evaluation)."""
+    data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir)
+    env_id = (data.meta or {}).get("env_id", "unknown")
+    run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, asdict(cfg))
+    with run_.failing():
+        run_.add_input("dataset", data.path)
+        if data_run is not None:
+            run_.manifest["dataset_run"] = str(data_run.path)
+        print(f"[distill] {len(data.records)} records of {env_id}, "
+              f"{cfg.restarts} restart(s) x {data.n_actions} trees, "
+              f"population {cfg.population_size}, {cfg.generations} generations")
+        policy, metrics = distil(cfg, data)
+        policy.provenance = {"dataset": str(data.path), "run": str(run_.path),
+                             "detector": (data.meta or {}).get("detector"),
+                             "teacher_run": (data.meta or {}).get("teacher_run")}
+        if cfg.eval_episodes > 0:
+            metrics["play"] = play_metrics(cfg, policy, data)
+        policy.save(run_.path / POLICY)
+        atomic_write_text(run_.path / "policy.py", policy.to_python())
+        run_.add_output(run_.path / POLICY)
+        run_.add_output(run_.path / "policy.py")
+        run_.finish({k: metrics[k] for k in ("mode", "validation_agreement",
+                                             "train_agreement", "tree_sizes", "fit_seconds")}
+                    | ({"play": {k: metrics["play"][k]["mean"] for k in ("symbolic", "teacher")}}
+                       if "play" in metrics else {}))
+    print(f"[distill] validation agreement {metrics['validation_agreement']:.3f} "
+          f"(train {metrics['train_agreement']:.3f}), {metrics['fit_seconds']:.1f} s; "
+          f"policy: {run_.path / POLICY}")
+    print(policy.describe())
+    if "play" in metrics:
+        play = metrics["play"]
+        print(f"[distill] return over {cfg.eval_episodes} seeded games: symbolic "
+              f"{play['symbolic']['mean']:.2f} +/- {play['symbolic']['std']:.2f}, teacher "
+              f"{play['teacher']['mean']:.2f} +/- {play['teacher']['std']:.2f}")
+    return run_

@@ -1,0 +1,78 @@
+"""Play a symbolic policy in its env through the detect -> track -> features path, and
+evaluate it beside the teacher on the same seeds."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from diffses.perception import Perception
+from diffses.policy import SymbolicPolicy
+from diffses.rollout import rollout
+from diffses.runs import Run
+from diffses.teacher import load_teacher, teacher_env
+
+
+class SymbolicAgent:
+    """Acts from native frames: perception gives objects, the layout features, the forest
+    the action. The same perception path built the dataset the forest was distilled on."""
+
+    def __init__(self, policy: SymbolicPolicy, perception: Perception):
+        self.policy, self.perception = policy, perception
+        self._episode_start = True
+
+    def reset(self) -> None:
+        self._episode_start = True
+
+    def features(self, info: dict[str, Any]) -> np.ndarray:
+        """This step's feature vector (F,), tracking from the previous step."""
+        state = self.perception.observe(info["native_frame"][None], [info],
+                                        [self._episode_start])[0]
+        self._episode_start = False
+        return self.policy.layout.vector(state)
+
+    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
+        return int(self.policy.act(self.features(info)[None])[0])
+
+
+def play_episodes(teacher_run: Run, seeds: Sequence[int],
+                  make_actor: Callable[[], Callable[[np.ndarray, dict[str, Any]], int]],
+                  env_kwargs: dict[str, Any], max_steps: int | None = None) -> list[float]:
+    """One game per seed with a fresh actor; the real (unclipped) return of each."""
+    returns = []
+    for seed in seeds:
+        venv = teacher_env(teacher_run, seed, clip_reward=False, **env_kwargs)
+        total = 0.0
+        try:
+            for i, t in enumerate(rollout(venv, make_actor())):
+                total += t.reward
+                if t.game_over or (max_steps is not None and i + 1 >= max_steps):
+                    break
+        finally:
+            venv.close()
+        returns.append(total)
+    return returns
+
+
+def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,
+                          episodes: int, seed: int = 0, max_steps: int | None = None,
+                          device: str = "cpu") -> dict[str, Any]:
+    """Returns of the symbolic policy and the teacher (greedy) on the same seeded games."""
+    seeds = [seed + i for i in range(episodes)]
+    kwargs = perception.env_kwargs
+
+    def symbolic() -> Callable[[np.ndarray, dict[str, Any]], int]:
+        return SymbolicAgent(policy, perception)
+
+    model = load_teacher(teacher_run, device)
+
+    def teacher() -> Callable[[np.ndarray, dict[str, Any]], int]:
+        return lambda obs, info: int(model.predict(obs, deterministic=True)[0][0])
+
+    out: dict[str, Any] = {"seeds": seeds, "max_steps": max_steps}
+    for name, actor in (("symbolic", symbolic), ("teacher", teacher)):
+        returns = play_episodes(teacher_run, seeds, actor, kwargs, max_steps)
+        out[name] = {"returns": returns, "mean": float(np.mean(returns)),
+                     "std": float(np.std(returns))}
+    return out

@@ -1,0 +1,143 @@
+"""Distillation: planted rules are recovered, sample.json distils, policies round-trip."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+from diffses.cli import from_yaml
+from diffses.distill import DistillConfig, distil, run
+from diffses.errors import UserError
+from diffses.features import FeatureLayout
+from diffses.perception import Perception
+from diffses.play import evaluate_side_by_side
+from diffses.policy import SymbolicPolicy, evaluate, infix
+from diffses.schema import load_dataset
+from planted import planted_dataset, write_planted
+from space.detection import OcatariDetector
+
+SMALL = dict(population_size=500, generations=10, runs_dir="unused")
+
+
+def test_planted_rule_is_recovered_from_teacher_logits():
+    policy, metrics = distil(DistillConfig(mode="regressor", **SMALL), planted_dataset())
+    assert metrics["mode"] == "regressor"
+    assert metrics["validation_agreement"] >= 0.95
+    assert metrics["n_validation"] == 300  # 3 of 15 episodes held out
+
+
+def test_planted_rule_is_recovered_from_actions_alone():
+    data = planted_dataset(two_actions=True, probs=False)
+    policy, metrics = distil(DistillConfig(**SMALL), data)
+    assert metrics["mode"] == "classifier"
+    assert metrics["validation_agreement"] >= 0.95
+    confusion = np.array(metrics["validation_confusion"])
+    assert confusion.sum() == metrics["n_validation"] and confusion.trace() >= 0.95 * 300
+
+
+def test_restarts_keep_the_best_validation_agreement():
+    cfg = DistillConfig(mode="regressor", population_size=60, generations=2, restarts=3,
+                        runs_dir="unused")
+    _, metrics = distil(cfg, planted_dataset(n=600))
+    scores = [r["validation_agreement"] for r in metrics["restarts"]]
+    assert len(scores) == 3 and metrics["validation_agreement"] == max(scores)
+
+
+def test_sample_json_distils_end_to_end_through_the_cli(tmp_path):
+    proc = run_cli("distill_teacher.py", "--dataset", str(ROOT / "sample.json"),
+                   "--population-size", "200", "--generations", "3", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "validation agreement" in proc.stdout and "NOOP" in proc.stdout
+    path = next(tmp_path.glob("distill/*/policy.json"))
+    doc = json.loads(path.read_text())
+    assert doc["env_id"] == "ALE/Pong-v5" and len(doc["trees"]) == 6
+    assert {"tokens", "infix", "simplified", "size"} <= set(doc["trees"][0])
+    assert doc["layout"]["names"][0].endswith("0_x")
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and "dataset" in manifest["inputs"]
+
+
+def test_policy_round_trip_and_exported_python_act_identically(tmp_path):
+    data = planted_dataset(n=600)
+    policy, _ = distil(DistillConfig(mode="regressor", population_size=200, generations=4,
+                                     runs_dir="unused"), data)
+    policy.save(tmp_path / "policy.json")
+    again = SymbolicPolicy.load(tmp_path)
+    X = policy.layout.matrix([r["state"] for r in data.records])
+    np.testing.assert_array_equal(again.act(X), policy.act(X))
+    assert again.formulas() == policy.formulas()
+    (tmp_path / "exported.py").write_text(policy.to_python("act"))
+    spec = importlib.util.spec_from_file_location("exported", tmp_path / "exported.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    exported = np.array([module.act(list(map(float, row))) for row in X])
+    np.testing.assert_array_equal(exported, policy.act(X))
+
+
+def test_trees_evaluate_like_their_formulas():
+    layout = FeatureLayout({0: "ball"}, {0: 1}, (210, 160))
+    tree = [{"f": "sub"}, {"x": 1}, {"f": "mul"}, {"c": -0.5}, {"x": 0}]
+    X = np.array([[0.2, 0.7, 0, 0, 1], [0.4, 0.1, 0, 0, 1]])
+    np.testing.assert_allclose(evaluate(tree, X), [0.7 + 0.1, 0.1 + 0.2])
+    assert infix(tree, layout.names) == "ball0_y - ((-0.5) * ball0_x)"
+    with pytest.raises(ValueError, match="tree 0"):
+        SymbolicPolicy([[{"f": "sub"}, {"x": 1}]], layout, ["A"], "x", [])
+
+
+def test_config_file_is_read_and_flags_win(tmp_path):
+    cfg_file = tmp_path / "best.yaml"
+    cfg_file.write_text(yaml.safe_dump({"population_size": 321, "generations": 2,
+                                        "function_set": ["add", "sub", "gt"]}))
+    cfg = from_yaml(DistillConfig, cfg_file, generations=4)
+    assert (cfg.population_size, cfg.generations, cfg.function_set) == \
+        (321, 4, ("add", "sub", "gt"))
+    path = write_planted(tmp_path, n=300)
+    proc = run_cli("distill_teacher.py", "--dataset", str(path), "--config", str(cfg_file),
+                   "--generations", "1", "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(next(tmp_path.glob("runs/distill/*/manifest.json")).read_text())
+    assert manifest["config"]["population_size"] == 321
+    assert manifest["config"]["generations"] == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(p_crossover=0.9, p_subtree_mutation=0.2), "sum to <= 1"),
+    (dict(tournament_size=5000), "tournament_size"),
+    (dict(const_range=(3.0, -3.0)), "const_range"),
+    (dict(function_set=("add", "sbu")), "did you mean 'sub'"),
+    (dict(validation_fraction=1.0), "validation_fraction"),
+])
+def test_bad_config_values_are_clear_errors(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        DistillConfig(**kwargs)
+
+
+def test_bad_config_file_and_dataset_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("populaton_size: 10\n")
+    proc = run_cli("distill_teacher.py", "--dataset", str(ROOT / "sample.json"), "--config",
+                   str(bad))
+    assert proc.returncode == 2 and "unknown option(s) populaton_size" in proc.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"state": [], "teacher_action": 1.5}]')
+    proc = run_cli("distill_teacher.py", "--dataset", str(broken), "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "record 0: field 'teacher_action'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "distill").exists()
+
+
+def test_policy_plays_beside_the_teacher_on_the_same_seeds(teacher_run):
+    data = load_dataset(ROOT / "sample.json")
+    policy, _ = distil(DistillConfig(population_size=100, generations=2, runs_dir="unused"),
+                       data)
+    perception = Perception(OcatariDetector("ALE/Pong-v5"))
+    result = evaluate_side_by_side(policy, perception, teacher_run, episodes=2, seed=7,
+                                   max_steps=60)
+    assert result["seeds"] == [7, 8]
+    for who in ("symbolic", "teacher"):
+        assert len(result[who]["returns"]) == 2
+        assert all(np.isfinite(result[who]["returns"]))
