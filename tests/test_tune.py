@@ -1,0 +1,73 @@
+"""Optuna search: real SQLite storage, resume, two workers, best.yaml back into distillation."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import run_cli
+from diffses.errors import UserError
+from diffses.tune import TuneConfig, run
+from planted import write_planted
+
+TINY = dict(max_population=40, max_generations=3)
+
+
+@pytest.fixture(scope="module")
+def planted_file(tmp_path_factory):
+    return write_planted(tmp_path_factory.mktemp("planted"), n=300)
+
+
+def _study(run_) -> optuna.Study:
+    return optuna.load_study(study_name="distill", storage=run_.manifest["storage"])
+
+
+def test_resumed_study_adds_trials_and_best_yaml_distils(planted_file, tmp_path):
+    first = run(TuneConfig(dataset=str(planted_file), n_trials=2, runs_dir=str(tmp_path), **TINY))
+    assert (first.path / "study.db").is_file()
+    assert len(_study(first).trials) == 2
+    again = run(TuneConfig(dataset=str(planted_file), n_trials=2, runs_dir=str(tmp_path),
+                           resume=str(first.path), **TINY))
+    assert again.path == first.path
+    assert len(_study(first).trials) == 4
+    trials = pd.read_csv(first.path / "trials.csv")
+    assert len(trials) == 4 and trials["number"].tolist() == [0, 1, 2, 3]
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and 0 <= manifest["summary"]["best_value"] <= 1
+    best = yaml.safe_load((first.path / "best.yaml").read_text())
+    assert best["population_size"] <= 40 and best["generations"] <= 3
+    proc = run_cli("distill_teacher.py", "--config", str(first.path / "best.yaml"),
+                   "--runs-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    policy_manifest = json.loads(next(tmp_path.glob("distill/*/manifest.json")).read_text())
+    assert policy_manifest["config"]["population_size"] == best["population_size"]
+
+
+def test_two_workers_share_one_storage(planted_file, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    result = run(TuneConfig(dataset=str(planted_file), n_trials=4, n_workers=2,
+                            storage=storage, study_name="shared", runs_dir=str(tmp_path), **TINY))
+    study = optuna.load_study(study_name="shared", storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) >= 4
+    assert len({t.number for t in finished}) == len(finished)
+    assert len({json.dumps(t.params, sort_keys=True) for t in finished}) == len(finished)
+    assert result.manifest["storage"] == storage
+
+
+def test_bad_tuning_input_is_refused(planted_file, tmp_path):
+    with pytest.raises(UserError, match="--n-trials"):
+        TuneConfig(n_trials=0)
+    bad = tmp_path / "base.yaml"
+    bad.write_text("generation: 3\n")
+    proc = run_cli("gplearn_optuna.py", "--dataset", str(planted_file), "--distill-config",
+                   str(bad), "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "unknown option(s) generation" in proc.stderr
+    proc = run_cli("gplearn_optuna.py", "--dataset", str(planted_file), "--storage",
+                   "nosuchdb://x", "--runs-dir", str(tmp_path), "--n-trials", "1")
+    assert proc.returncode == 2 and "cannot open the study storage" in proc.stderr
+    assert "Traceback" not in proc.stderr
