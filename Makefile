@@ -22,7 +22,9 @@ demo: $(STAMP)
 		--checkpoint-freq 10240 --eval-freq 10240 --eval-episodes 1 --final-eval-episodes 2
 	$(PY) save_frames.py --teacher latest --runs-dir $(RUNS) -n 1000 --every 2 --ground-truth --name demo
 	$(PY) build_dataset.py --teacher latest --detector ocatari --runs-dir $(RUNS) --episodes 1 --name demo
-	@echo "demo done: runs under $(RUNS)/{teacher,frames,dataset} (tensorboard --logdir $(RUNS)/teacher)"
+	$(PY) distill_teacher.py --dataset latest --runs-dir $(RUNS) --population-size 300 --generations 5 \
+		--eval-episodes 2 --eval-max-steps 3000 --name demo
+	@echo "demo done: runs under $(RUNS)/{teacher,frames,dataset,distill} (tensorboard --logdir $(RUNS)/teacher)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
