@@ -9,7 +9,6 @@ sympy-simplified formulas and the metrics the policy was selected on.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import sympy
 
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
-from diffses.io import atomic_write_json
+from diffses.io import atomic_write_json, read_json
 from see import operators as ops
 
 Token = dict[str, Any]
@@ -222,13 +221,7 @@ class SymbolicPolicy:
         path = Path(path)
         if path.is_dir():
             path = path / POLICY
-        if not path.is_file():
-            raise UserError(f"{path}: no such policy file")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: not valid JSON ({err})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json(path), str(path))
 
     def to_python(self, name: str = "policy") -> str:
         """Source of a standalone module defining ``name(features) -> action``: plain Python

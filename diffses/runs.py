@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib.metadata
-import json
 import platform
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from diffses.errors import UserError
-from diffses.io import atomic_write_json, sha256_file
+from diffses.io import atomic_write_json, read_json, sha256_file
 
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = ("torch", "numpy", "gymnasium", "ale-py", "stable-retro", "stable-baselines3",
@@ -53,13 +52,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+        return {k: jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -95,7 +94,7 @@ class Run:
             "created": now.isoformat(timespec="seconds"),
             "updated": now.isoformat(timespec="seconds"),
             "command": sys.argv,
-            "config": _jsonable(config),
+            "config": jsonable(config),
             "git_commit": git_commit(),
             "packages": package_versions(),
             "inputs": {},
@@ -113,10 +112,7 @@ class Run:
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise UserError(f"{path} is not a run folder (no {MANIFEST} in it)")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"{mpath} is not valid JSON: {err}") from None
+        manifest = read_json(mpath)
         if stage is not None and manifest.get("stage") != stage:
             raise UserError(f"{path} is a '{manifest.get('stage')}' run, expected a '{stage}' run")
         return cls(path, manifest)
@@ -159,7 +155,7 @@ class Run:
     def finish(self, summary: dict[str, Any] | None = None) -> None:
         """Mark the run complete with its summary metrics."""
         if summary:
-            self.manifest["summary"].update(_jsonable(summary))
+            self.manifest["summary"].update(jsonable(summary))
         self.manifest["status"] = "complete"
         self.save()
 

@@ -15,13 +15,13 @@ file, the record index and the field.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffses.errors import UserError
+from diffses.io import read_json
 
 DATASET = "dataset.json"
 OBJECT_FIELDS: dict[str, type] = {"type": int, "x_velocity": float, "y_velocity": float,
@@ -116,17 +116,6 @@ def validate_meta(meta: Any, source: str | Path) -> None:
                           f"names")
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise SchemaError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise SchemaError(f"{path}: not valid JSON ({err})") from None
-    except UnicodeDecodeError:
-        raise SchemaError(f"{path}: not a text file") from None
-
-
 def meta_path(path: str | Path) -> Path:
     """``dataset.json`` -> ``dataset.meta.json``."""
     path = Path(path)
@@ -157,8 +146,8 @@ def load_dataset(path: str | Path) -> Dataset:
     meta = None
     mpath = meta_path(path)
     if mpath.is_file():
-        meta = _read_json(mpath)
+        meta = read_json(mpath, SchemaError)
         validate_meta(meta, mpath)
-    records = _read_json(path)
+    records = read_json(path, SchemaError)
     validate_records(records, path, meta["n_actions"] if meta else None)
     return Dataset(path, records, meta)

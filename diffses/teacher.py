@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from diffses.cli import arg
 from diffses.envs import make_vec_env, resolve_env
 from diffses.errors import UserError
 from diffses.hyperparams import DEFAULT_FILE, load_hyperparams, parse_overrides, split_hyperparams
-from diffses.io import atomic_write_bytes, atomic_write_json
-from diffses.runs import Run, resolve_run
+from diffses.io import atomic_write_bytes, atomic_write_json, read_json
+from diffses.runs import Run, jsonable, resolve_run
 from diffses.utils import resolve_device, seed_everything
 
 STAGE = "teacher"
@@ -151,7 +150,7 @@ def run(cfg: TeacherConfig) -> Run:
         run_ = Run.create(cfg.runs_dir, STAGE, spec.env_id, cfg.name, cfg.seed, cfg)
     else:
         run_ = resumed
-        run_.manifest["config"] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        run_.manifest["config"] = jsonable(cfg)
         run_.manifest["status"] = "running"
     run_.manifest["hyperparams"] = hyper
     run_.manifest["device"] = device
@@ -185,7 +184,7 @@ def run(cfg: TeacherConfig) -> Run:
                                      verbose=0)
             best = path / "best.json"
             if best.is_file():
-                evaluator.best_mean_reward = json.loads(best.read_text())["mean_reward"]
+                evaluator.best_mean_reward = read_json(best)["mean_reward"]
             callbacks.append(evaluator)
         t0 = time.perf_counter()
         if remaining > 0:
@@ -209,7 +208,7 @@ def run(cfg: TeacherConfig) -> Run:
             print(f"[teacher] final evaluation over {cfg.final_eval_episodes} episodes: "
                   f"{mean:.2f} +/- {std:.2f}")
         if (path / "best.json").is_file():
-            summary["best_eval_mean"] = json.loads((path / "best.json").read_text())["mean_reward"]
+            summary["best_eval_mean"] = read_json(path / "best.json")["mean_reward"]
     finally:
         venv.close()
         eval_env.close()
