@@ -53,6 +53,7 @@ def package_versions() -> dict[str, str]:
 
 
 def jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and paths turned into plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {k: jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):
