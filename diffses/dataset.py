@@ -24,7 +24,7 @@ from diffses.io import JsonListWriter, atomic_write_json
 from diffses.perception import Perception
 from diffses.rollout import Transition, rollout
 from diffses.runs import Run, resolve_run
-from diffses.schema import DATASET, load_dataset, meta_path
+from diffses.schema import DATASET, meta_path, validate_record
 from diffses.teacher import STAGE as TEACHER_STAGE
 from diffses.teacher import load_teacher, teacher_env
 from diffses.utils import resolve_device, seed_everything
@@ -100,7 +100,8 @@ def run(cfg: DatasetConfig) -> Run:
             return int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
 
         try:
-            stats = _write(cfg, rollout(venv, act), model, perception, run_)
+            stats = _write(cfg, rollout(venv, act), model, perception, run_,
+                           facts["n_actions"])
         finally:
             venv.close()
         meta = {
@@ -119,7 +120,6 @@ def run(cfg: DatasetConfig) -> Run:
             "episodes": stats["episodes"],
         }
         atomic_write_json(meta_path(run_.path / DATASET), meta)
-        load_dataset(run_.path)  # what we wrote reads back under the schema
         run_.add_output(run_.path / DATASET)
         run_.add_output(meta_path(run_.path / DATASET))
         if cfg.out:
@@ -149,8 +149,9 @@ def teacher_probs(model: Any, obs: np.ndarray) -> np.ndarray:
 
 
 def _write(cfg: DatasetConfig, steps: Iterator[Transition], model: Any,
-           perception: Perception, run_: Run) -> dict[str, Any]:
-    """Perceive and write records chunk by chunk; returns counts for the meta and summary."""
+           perception: Perception, run_: Run, n_actions: int) -> dict[str, Any]:
+    """Perceive, validate and write records chunk by chunk (memory stays flat); returns
+    counts for the meta and summary."""
     max_per_type: Counter = Counter()
     n_objects, returns, ep_return, last_episode = 0, [], 0.0, -1
     t0 = time.perf_counter()
@@ -170,9 +171,11 @@ def _write(cfg: DatasetConfig, steps: Iterator[Transition], model: Any,
                 if t.game_over:
                     returns.append(ep_return)
                     ep_return = 0.0
-                writer.write({"state": state, "teacher_action": t.action,
-                              "episode": t.episode, "step": t.step, "reward": t.reward,
-                              "teacher_probs": [round(float(v), 5) for v in p]})
+                record = {"state": state, "teacher_action": t.action, "episode": t.episode,
+                          "step": t.step, "reward": t.reward,
+                          "teacher_probs": [round(float(v), 5) for v in p]}
+                validate_record(record, n_actions)
+                writer.write(record)
             last_episode = chunk[-1].episode
             bar.update(len(chunk))
         records = writer.count

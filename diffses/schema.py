@@ -52,7 +52,8 @@ def _check(value: Any, kind: type, where: str) -> None:
                          f"{type(value).__name__} {value!r:.40}")
 
 
-def _validate_record(rec: Any, n_actions: int | None) -> None:
+def validate_record(rec: Any, n_actions: int | None) -> None:
+    """Check one record; raises ValueError naming the field."""
     if not isinstance(rec, dict):
         raise ValueError(f"expected an object, got {type(rec).__name__}")
     for key in ("state", "teacher_action"):
@@ -97,7 +98,7 @@ def validate_records(records: Any, source: str | Path, n_actions: int | None = N
         raise SchemaError(f"{source}: the dataset has no records")
     for i, rec in enumerate(records):
         try:
-            _validate_record(rec, n_actions)
+            validate_record(rec, n_actions)
         except ValueError as err:
             raise SchemaError(f"{source}: record {i}: {err}") from None
 
