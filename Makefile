@@ -24,7 +24,9 @@ demo: $(STAMP)
 	$(PY) build_dataset.py --teacher latest --detector ocatari --runs-dir $(RUNS) --episodes 1 --name demo
 	$(PY) distill_teacher.py --dataset latest --runs-dir $(RUNS) --population-size 300 --generations 5 \
 		--eval-episodes 2 --eval-max-steps 3000 --name demo
-	@echo "demo done: runs under $(RUNS)/{teacher,frames,dataset,distill} (tensorboard --logdir $(RUNS)/teacher)"
+	$(PY) symbolic_finetuning.py --policy latest --runs-dir $(RUNS) --name demo --search evolve \
+		--population-size 6 --generations 3 -n 512 --max-steps 1000 --eval-episodes 2
+	@echo "demo done: runs under $(RUNS)/{teacher,frames,dataset,distill,finetune} (tensorboard --logdir $(RUNS)/teacher)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -32,6 +34,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_teacher.py
 	$(PY) benchmarks/bench_dataset.py
+	$(PY) benchmarks/bench_finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,536 @@
+"""Stage III: fine-tune a distilled symbolic policy with reward and soft teacher guidance.
+
+``--search evolve`` runs genetic programming over forests seeded from the policy, with reward
+(or imitation, or mixed) fitness and the constants variation (``--p-gradient``: PPO on the
+constants with the teacher term, or CMA-ES): the paper's neural-guided differentiable
+search. ``--search gradient`` trains the constants of the fixed structure only, with PPO or
+CMA-ES (``--optimizer``). The policy plays through the same detect -> track -> features path
+it was distilled from; the result is evaluated beside the teacher before and after, on the
+same seeded games, and written as policy.json in a ``finetune`` run folder. Torch runs on
+one thread here: the work is batches of a few observations, where more threads only contend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from diffses.cli import arg
+from diffses.distill import resolve_dataset
+from diffses.errors import UserError
+from diffses.io import atomic_write_bytes, atomic_write_text
+from diffses.perception import Perception
+from diffses.play import SymbolicAgent, evaluate_side_by_side, play_episodes
+from diffses.policy import POLICY, SymbolicPolicy, softmax
+from diffses.runs import MANIFEST, Run, resolve_run
+from diffses.schema import Dataset, load_dataset
+from diffses.utils import resolve_device, seed_everything
+from gplearn_custom import forest as fo
+from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
+from gplearn_custom.envs import PerceptionEnvFactory
+from gplearn_custom.fitness import KINDS, FitnessSpec
+from gplearn_custom.genetic import GeneticForestSearch
+from gplearn_custom.parallel import WorkerPool
+from gplearn_custom.ppo import ConstantPPO, PPOConfig, one_thread
+from gplearn_custom.tuning import OPTIMIZERS, ConstantTuner
+from see import operators as ops
+from space.detection import load_detector
+
+STAGE = "finetune"
+SEARCHES = ("evolve", "gradient")
+CHECKPOINT_JSON = "checkpoint.json"
+CHECKPOINT_PT = "checkpoint.pt"
+#: Fitness games are seeded from ``seed + FITNESS_SEED_OFFSET``, apart from evaluation games.
+FITNESS_SEED_OFFSET = 1000
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tune a distilled symbolic policy (policy.json) in its game: genetic search with
+    reward fitness and PPO on the constants guided by the teacher (--search evolve), or the
+    constants alone (--search gradient, --optimizer ppo|cmaes). Evaluates the policy beside
+    the teacher before and after on the same seeded games and writes policy.json, TensorBoard
+    logs (tb/) and checkpoints into a run folder under <runs-dir>/finetune/.
+    """
+
+    policy: str = arg("latest", "a distill or finetune run folder, 'latest' (the newest distill "
+                                "run) or a policy.json file")
+    teacher: str | None = arg(None, "teacher run folder or 'latest' (default: the policy's)")
+    detector: str | None = arg(None, "'ocatari' or a SPACE run folder (default: the policy's)")
+    dataset: str | None = arg(None, "dataset (run folder, 'latest' or file) for imitation "
+                                    "fitness and teacher agreement (default: the policy's, if "
+                                    "it exists)")
+    config: str | None = arg(None, "yaml file of these options (flags on the command line win)")
+    search: str = arg("evolve", "evolve: GP with the constants variation; gradient: constants "
+                                "of the fixed structure only", choices=SEARCHES)
+    optimizer: str = arg("ppo", "how constants are tuned: ppo (differentiable) or cmaes "
+                                "(derivative-free baseline)", choices=OPTIMIZERS)
+    fitness: str = arg("reward", "GP fitness: reward (mean return), imitation (minus the "
+                                 "cross-entropy to the teacher on the dataset) or mixed",
+                       choices=KINDS)
+    imitation_weight: float = arg(1.0, "mixed fitness: return - this x cross-entropy")
+    expert_coef: float = arg(1.0, "lambda: weight of the cross-entropy to the teacher's action "
+                                  "in the PPO loss (0: unguided, reward only)")
+    expert_coef_final: float = arg(0.0, "lambda at the end of each PPO run (linear anneal)")
+    population_size: int = arg(16, "GP population_size")
+    generations: int = arg(5, "GP generations (generation 0 included, as in gplearn)")
+    tournament_size: int = arg(4, "GP tournament_size")
+    const_range: tuple[float, ...] = arg((-3.0, 3.0), "GP const_range (low high)")
+    init_depth: tuple[int, ...] = arg((2, 4), "GP init_depth for random subtrees (min max)")
+    init_method: str = arg("half and half", "GP init_method",
+                           choices=("half and half", "grow", "full"))
+    function_set: tuple[str, ...] = arg((), "operators for new nodes (default: the policy's)")
+    parsimony_coefficient: float = arg(0.001, "GP parsimony_coefficient (per node)")
+    p_crossover: float = arg(0.5, "GP p_crossover")
+    p_subtree_mutation: float = arg(0.05, "GP p_subtree_mutation")
+    p_hoist_mutation: float = arg(0.05, "GP p_hoist_mutation")
+    p_point_mutation: float = arg(0.1, "GP p_point_mutation")
+    p_point_replace: float = arg(0.05, "GP p_point_replace")
+    p_gradient: float = arg(0.2, "probability of the constants variation (PPO or CMA-ES)")
+    n_elites: int = arg(1, "best individuals copied unchanged into each generation")
+    init_jitter: float = arg(0.1, "relative noise on the seed policy's constants in "
+                                  "generation 0")
+    n_jobs: int = arg(1, "worker processes for fitness and tuning (-1: every CPU)")
+    episodes: int = arg(2, "games per reward fitness evaluation")
+    max_steps: int | None = arg(2000, "cap on agent steps per game in fitness and training")
+    n_timesteps: int = arg(5000, "env steps per constants tuning: the whole --search gradient "
+                                 "run, or each p_gradient variation", aliases=("-n",))
+    n_envs: int = arg(2, "PPO: parallel games")
+    n_steps: int = arg(128, "PPO: steps per game per rollout")
+    batch_size: int = arg(128, "PPO: minibatch size")
+    n_epochs: int = arg(4, "PPO: epochs per rollout")
+    learning_rate: float = arg(0.01, "PPO: Adam learning rate of the constants")
+    critic_learning_rate: float = arg(1e-3, "PPO: Adam learning rate of the critic")
+    gamma: float = arg(0.99, "PPO: discount")
+    gae_lambda: float = arg(0.95, "PPO: GAE lambda")
+    clip_range: float = arg(0.2, "PPO: clip range")
+    ent_coef: float = arg(0.01, "PPO: entropy coefficient")
+    vf_coef: float = arg(0.5, "PPO: value loss coefficient")
+    max_grad_norm: float = arg(0.5, "PPO: gradient clipping (constants and critic apart)")
+    sigma0: float = arg(0.2, "CMA-ES: initial step, relative to each constant's size")
+    cmaes_popsize: int | None = arg(None, "CMA-ES: population (default: cma's)")
+    cmaes_episodes: int = arg(1, "CMA-ES: games per candidate")
+    eval_episodes: int = arg(3, "games of the before/after evaluation (0: none)")
+    eval_max_steps: int | None = arg(None, "cap on agent steps per evaluation game")
+    eval_seed: int | None = arg(None, "first seed of the evaluation games (default: --seed)")
+    seed: int = arg(0, "seed for python, numpy, torch, the search and the games")
+    device: str = arg("auto", "torch device: auto, cpu, cuda or cuda:N")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+    name: str = arg("ft", "run name, part of the run folder's name")
+    resume: str | None = arg(None, "continue a killed run (its folder) from its checkpoint")
+    checkpoint_freq: int = arg(1, "generations (evolve) or updates (gradient) between "
+                                  "checkpoints")
+    progress: bool = arg(True, "show a progress bar", negative="--no-progress")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.episodes >= 1 and self.cmaes_episodes >= 1, "episodes must be at least 1"),
+            (self.eval_episodes >= 0, "eval_episodes must be >= 0"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be positive"),
+            (self.checkpoint_freq >= 1, "checkpoint_freq must be at least 1"),
+            (self.expert_coef >= 0 and self.expert_coef_final >= 0,
+             "expert coefficients must be >= 0"),
+            (len(self.const_range) == 2, "const_range takes two numbers"),
+            (len(self.init_depth) == 2, "init_depth takes two integers"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        try:
+            self.ppo_config()
+            self.cmaes_config()
+            if self.function_set:
+                ops.resolve(self.function_set)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+
+    def ppo_config(self) -> PPOConfig:
+        return PPOConfig(
+            n_timesteps=self.n_timesteps, n_envs=self.n_envs, n_steps=self.n_steps,
+            batch_size=self.batch_size, n_epochs=self.n_epochs,
+            learning_rate=self.learning_rate, critic_learning_rate=self.critic_learning_rate,
+            gamma=self.gamma, gae_lambda=self.gae_lambda, clip_range=self.clip_range,
+            ent_coef=self.ent_coef, vf_coef=self.vf_coef, expert_coef=self.expert_coef,
+            expert_coef_final=self.expert_coef_final, max_grad_norm=self.max_grad_norm,
+            max_episode_steps=self.max_steps)
+
+    def cmaes_config(self) -> CMAESConfig:
+        return CMAESConfig(n_timesteps=self.n_timesteps, sigma0=self.sigma0,
+                           popsize=self.cmaes_popsize, episodes=self.cmaes_episodes)
+
+    def search_engine(self, function_set: tuple[str, ...]) -> GeneticForestSearch:
+        try:
+            return GeneticForestSearch(
+                population_size=self.population_size, generations=self.generations,
+                tournament_size=self.tournament_size,
+                const_range=(float(self.const_range[0]), float(self.const_range[1])),
+                init_depth=(int(self.init_depth[0]), int(self.init_depth[1])),
+                init_method=self.init_method, function_set=function_set,
+                parsimony_coefficient=self.parsimony_coefficient, p_crossover=self.p_crossover,
+                p_subtree_mutation=self.p_subtree_mutation,
+                p_hoist_mutation=self.p_hoist_mutation, p_point_mutation=self.p_point_mutation,
+                p_point_replace=self.p_point_replace, p_gradient=self.p_gradient,
+                n_elites=self.n_elites, init_jitter=self.init_jitter,
+                checkpoint_every=self.checkpoint_freq, random_state=self.seed,
+                n_jobs=self.n_jobs)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+
+
+@dataclass
+class Inputs:
+    """Everything a fine-tuning run reads, resolved and checked."""
+
+    policy: SymbolicPolicy
+    policy_path: Path
+    teacher_run: Run
+    detector_ref: str
+    detector: Any
+    dataset: Dataset | None
+
+
+def load_policy(ref: str, runs_dir: str) -> tuple[SymbolicPolicy, Path]:
+    """A policy from a distill/finetune run folder, 'latest' (newest distill run) or a file."""
+    if ref == "latest":
+        path = resolve_run("latest", "distill", runs_dir).path / POLICY
+    else:
+        path = Path(ref)
+        if not path.exists():
+            raise UserError(f"policy {ref} does not exist (pass a distill or finetune run "
+                            f"folder, 'latest', or a policy.json file)")
+        if path.is_dir():
+            if (path / MANIFEST).is_file():
+                stage = Run.load(path).manifest.get("stage")
+                if stage not in ("distill", STAGE):
+                    raise UserError(f"{path} is a '{stage}' run; --policy takes a distill or "
+                                    f"finetune run")
+            path = path / POLICY
+    return SymbolicPolicy.load(path), path
+
+
+def resolve_inputs(cfg: FinetuneConfig) -> Inputs:
+    """Load and cross-check the policy, teacher, detector and dataset."""
+    policy, path = load_policy(cfg.policy, cfg.runs_dir)
+    prov = policy.provenance
+    teacher_ref = cfg.teacher or prov.get("teacher_run")
+    if not teacher_ref:
+        raise UserError(f"policy {path} does not name its teacher run; pass --teacher")
+    if cfg.teacher is None and not Path(teacher_ref).exists():
+        raise UserError(f"the policy's teacher run {teacher_ref} does not exist; pass --teacher")
+    teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
+    if teacher_run.env_id != policy.env_id:
+        raise UserError(f"policy {path} is for {policy.env_id} but teacher run "
+                        f"{teacher_run.path} plays {teacher_run.env_id}; pass a teacher of "
+                        f"{policy.env_id}")
+    detector_ref = cfg.detector or prov.get("detector")
+    if not detector_ref:
+        raise UserError(f"policy {path} does not name its detector; pass --detector")
+    detector = load_detector(detector_ref, env_id=policy.env_id, runs_dir=cfg.runs_dir,
+                             device=resolve_device(cfg.device))
+    layout_types = policy.layout.type_names
+    wrong = {t: n for t, n in layout_types.items() if detector.type_names.get(t) != n}
+    if wrong:
+        raise UserError(f"policy {path} reads object types {layout_types} but detector "
+                        f"{detector_ref} names them {detector.type_names}; use the detector "
+                        f"the policy was distilled with")
+    dataset = resolve_dataset_input(cfg, prov)
+    data_env = (dataset.meta or {}).get("env_id") if dataset is not None else None
+    if data_env not in (None, policy.env_id) or (
+            dataset is not None and dataset.n_actions > policy.n_actions):
+        raise UserError(f"dataset {dataset.path} is of {data_env} with {dataset.n_actions} "
+                        f"actions, not of the policy's {policy.env_id} with "
+                        f"{policy.n_actions}; pass the policy's dataset")
+    if cfg.fitness != "reward" and dataset is None:
+        raise UserError(f"--fitness {cfg.fitness} needs a dataset of teacher actions; "
+                        f"pass --dataset")
+    return Inputs(policy, path, teacher_run, str(detector.name), detector, dataset)
+
+
+def resolve_dataset_input(cfg: FinetuneConfig, provenance: dict[str, Any]) -> Dataset | None:
+    """``--dataset``, else the policy's dataset when that file still exists, else None."""
+    if cfg.dataset is not None:
+        return resolve_dataset(cfg.dataset, cfg.runs_dir)[0]
+    ref = provenance.get("dataset")
+    return load_dataset(ref) if ref and Path(ref).is_file() else None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def resolve_config(cfg: FinetuneConfig) -> tuple[FinetuneConfig, Run | None]:
+    """For ``--resume``: the stored config of that run, with this call's device and progress."""
+    if cfg.resume is None:
+        return cfg, None
+    run_ = resolve_run(cfg.resume, STAGE, cfg.runs_dir, complete_only=False)
+    if run_.manifest.get("status") == "complete":
+        raise UserError(f"run {run_.path} is complete; nothing to resume")
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    stored = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in run_.config.items() if k in names}
+    stored.update(resume=str(run_.path), device=cfg.device, progress=cfg.progress,
+                  runs_dir=cfg.runs_dir)
+    return FinetuneConfig(**stored), run_
+
+
+class Logger:
+    """TensorBoard scalars and histograms, plus the progress bar."""
+
+    def __init__(self, folder: Path, total: int, initial: int, unit: str, enabled: bool):
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(str(folder))
+        self.bar = tqdm(total=total, initial=initial, unit=unit, disable=not enabled,
+                        dynamic_ncols=True)
+
+    def log(self, step: int, scalars: dict[str, float | None],
+            constants: list[float] | None = None) -> None:
+        for tag, value in scalars.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+        if constants:
+            values = np.asarray(constants, dtype=np.float64)
+            shown = values[np.abs(values) < 1e5]  # leave out "never" trees' -1e6
+            if shown.size:
+                self.writer.add_histogram("constants/all", shown, step)
+            for i, c in enumerate(values[:16]):
+                self.writer.add_scalar(f"constants/c{i}", float(c), step)
+        self.writer.flush()
+        self.bar.update(1)
+        ret = scalars.get("return/best", scalars.get("return/train"))
+        if ret is not None:
+            self.bar.set_postfix(ret=f"{ret:.2f}")
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+
+
+def policy_entropy(policy: SymbolicPolicy, trees: fo.Forest, X: np.ndarray | None
+                   ) -> float | None:
+    """Mean entropy (nats) of the forest's softmax over the dataset's states."""
+    if X is None or not len(X):
+        return None
+    p = softmax(fo.logits(trees, X))
+    return float(-(p * np.log(np.clip(p, 1e-300, 1.0))).sum(axis=1).mean())
+
+
+def _save_torch(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
+           tuner: ConstantTuner, X: np.ndarray | None) -> tuple[fo.Forest, dict[str, Any]]:
+    """GP from the policy; the best forest and a summary."""
+    policy = inputs.policy
+    function_set = tuple(cfg.function_set or policy.function_set or ops.DEFAULT_FUNCTION_SET)
+    engine = cfg.search_engine(function_set)
+    ckpt = run_.path / CHECKPOINT_JSON
+    done = len(json.loads(ckpt.read_text())["history"]) if cfg.resume and ckpt.is_file() else 0
+    logger = Logger(run_.path / "tb", cfg.generations, done, "gen", cfg.progress)
+
+    def on_generation(record: dict[str, Any], search: GeneticForestSearch) -> None:
+        best = max(search.population_, key=lambda ind: ind.score.fitness)
+        logger.log(record["generation"], {
+            "fitness/best": record["best_fitness"], "fitness/mean": record["mean_fitness"],
+            "return/best": record["best_return"], "return/mean": record["mean_return"],
+            "agreement/best": record["best_agreement"],
+            "agreement/best_online": record["best_online_agreement"],
+            "entropy/best": policy_entropy(policy, best.trees, X),
+            "size/best": record["best_size"], "size/mean": record["mean_size"],
+            "tuned": record["tuned"], "return/tuning": record["tuned_return"],
+            "agreement/tuning_online": record["tuned_agreement"],
+            "env_steps": record["env_steps"],
+            "seconds": record["seconds"]}, record["best_constants"])
+
+    try:
+        engine.fit(fitness, policy.layout.size, policy.n_actions, seed_forest=policy.trees,
+                   tuner=tuner if cfg.p_gradient > 0 else None, callback=on_generation,
+                   checkpoint=ckpt, resume=cfg.resume is not None)
+    finally:
+        logger.close()
+    history = engine.history_
+    seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
+    return engine.best_.trees, {
+        "generations": len(history), "best_fitness": engine.best_.score.fitness,
+        "best_return": engine.best_.score.mean_return,
+        "best_agreement": engine.best_.score.agreement,
+        "env_steps": history[-1]["env_steps"],
+        "seconds_per_generation": float(np.mean(seconds)),
+        "history": history}
+
+
+def gradient(cfg: FinetuneConfig, inputs: Inputs, run_: Run, pool: WorkerPool,
+             tune_env: Callable[[int], Any], X: np.ndarray | None
+             ) -> tuple[fo.Forest, dict[str, Any]]:
+    """PPO or CMA-ES on the constants of the policy's fixed structure."""
+    policy = inputs.policy
+    if not fo.constants(policy.trees):
+        raise UserError("the policy has no constants to tune; use --search evolve")
+    ckpt = run_.path / CHECKPOINT_PT
+    state = torch.load(ckpt, weights_only=False) if cfg.resume and ckpt.is_file() else None
+    history: list[dict[str, Any]] = list(state["history"]) if state else []
+    device = resolve_device(cfg.device)
+    if cfg.optimizer == "ppo":
+        seed_everything(cfg.seed)
+        tuner: Any = ConstantPPO(policy.trees, tune_env, cfg.ppo_config(), cfg.seed, device)
+        total, unit = cfg.ppo_config().total_updates, "update"
+    else:
+        def score_many(forests: list[fo.Forest], seeds: list[int]
+                       ) -> list[tuple[list[float], int]]:
+            return [(s.returns, s.env_steps) for s in pool.score(forests, seeds[0])]
+        tuner = ConstantCMAES(policy.trees, score_many, cfg.cmaes_config(), cfg.seed)
+        total, unit = None, "iter"
+    if state is not None:
+        tuner.load_state_dict(state["tuner"])
+    step = tuner.update if cfg.optimizer == "ppo" else tuner.step
+    logger = Logger(run_.path / "tb", total, len(history), unit, cfg.progress)
+    try:
+        while not tuner.done:
+            stats = step()
+            record = stats.to_dict()
+            history.append(record)
+            trees = tuner.trees()
+            if cfg.optimizer == "ppo":
+                scalars = {"return/train": stats.mean_return, "agreement/online": stats.agreement,
+                           "entropy/rollout": stats.entropy, "loss/pg": stats.pg_loss,
+                           "loss/value": stats.value_loss, "loss/expert": stats.expert_loss,
+                           "expert_coef": stats.expert_coef, "approx_kl": stats.approx_kl,
+                           "clip_fraction": stats.clip_fraction, "seconds": stats.seconds}
+            else:
+                scalars = {"return/mean": stats.mean_return, "return/best": stats.best_return,
+                           "sigma": stats.sigma, "seconds": stats.seconds}
+            scalars["entropy/dataset"] = policy_entropy(policy, trees, X)
+            logger.log(tuner.env_steps, scalars, stats.constants)
+            if len(history) % cfg.checkpoint_freq == 0 or tuner.done:
+                _save_torch(ckpt, {"tuner": tuner.state_dict(), "history": history})
+    finally:
+        logger.close()
+        if cfg.optimizer == "ppo":
+            tuner.close()
+    seconds = [h["seconds"] for h in history]
+    return tuner.trees(), {"optimizer": cfg.optimizer, "env_steps": tuner.env_steps,
+                           "iterations": len(history),
+                           f"seconds_per_{unit}": float(np.mean(seconds)) if seconds else None,
+                           "episode_returns": [list(x) for x in tuner.episode_returns],
+                           "history": history}
+
+
+def evaluate(cfg: FinetuneConfig, inputs: Inputs, policy: SymbolicPolicy,
+             with_teacher: bool) -> dict[str, Any]:
+    """Returns on the evaluation games (and the teacher's, with ``with_teacher``)."""
+    seed = cfg.seed if cfg.eval_seed is None else cfg.eval_seed
+    perception = Perception(inputs.detector)
+    device = resolve_device(cfg.device)
+    if with_teacher:
+        return evaluate_side_by_side(policy, perception, inputs.teacher_run, cfg.eval_episodes,
+                                     seed, cfg.eval_max_steps, device)
+    seeds = [seed + i for i in range(cfg.eval_episodes)]
+    returns = play_episodes(inputs.teacher_run, seeds,
+                            lambda: SymbolicAgent(policy, perception),
+                            perception.env_kwargs, cfg.eval_max_steps)
+    return {"seeds": seeds, "max_steps": cfg.eval_max_steps,
+            "symbolic": {"returns": returns, "mean": float(np.mean(returns)),
+                         "std": float(np.std(returns))}}
+
+
+def run(cfg: FinetuneConfig) -> Run:
+    """Fine-tune, evaluate before and after, write policy.json; returns the finished run."""
+    cfg, resumed = resolve_config(cfg)
+    inputs = resolve_inputs(cfg)
+    cfg = dataclasses.replace(  # the resolved inputs, so that --resume reads the same ones
+        cfg, policy=str(inputs.policy_path), teacher=str(inputs.teacher_run.path),
+        detector=inputs.detector_ref,
+        dataset=None if inputs.dataset is None else str(inputs.dataset.path))
+    policy = inputs.policy
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    if resumed is None:
+        run_ = Run.create(cfg.runs_dir, STAGE, policy.env_id, cfg.name, cfg.seed, asdict(cfg))
+    else:
+        run_ = resumed
+        run_.manifest["status"] = "running"
+    run_.manifest["device"] = device
+    run_.save()
+    with run_.failing(), one_thread():
+        run_.add_input("policy", inputs.policy_path)
+        run_.add_input("teacher", inputs.teacher_run.path / "model.zip")
+        if inputs.dataset is not None:
+            run_.add_input("dataset", inputs.dataset.path)
+        X = actions = None
+        if inputs.dataset is not None:
+            X = policy.layout.matrix([r["state"] for r in inputs.dataset.records])
+            actions = np.array([r["teacher_action"] for r in inputs.dataset.records])
+        print(f"[finetune] {policy.env_id}: --search {cfg.search} --optimizer {cfg.optimizer}, "
+              f"fitness {cfg.fitness}, lambda {cfg.expert_coef} -> {cfg.expert_coef_final}, "
+              f"on {device}; run folder {run_.path}")
+        if cfg.eval_episodes > 0 and "before" not in run_.manifest:
+            run_.manifest["before"] = _jsonable(evaluate(cfg, inputs, policy, True))
+            run_.save()
+        env_args = dict(teacher_run=str(inputs.teacher_run.path), detector=inputs.detector_ref,
+                        runs_dir=cfg.runs_dir, policy=policy, max_steps=cfg.max_steps,
+                        device=device)
+        play_env = PerceptionEnvFactory(**env_args)
+        tune_env = PerceptionEnvFactory(**env_args, with_teacher=True)
+        fitness = FitnessSpec(kind=cfg.fitness if cfg.search == "evolve" else "reward",
+                              make_env=play_env, seed=cfg.seed + FITNESS_SEED_OFFSET,
+                              episodes=cfg.episodes if cfg.search == "evolve" else
+                              cfg.cmaes_episodes, max_steps=cfg.max_steps, X=X, actions=actions,
+                              imitation_weight=cfg.imitation_weight)
+        tuner = ConstantTuner(tune_env, cfg.optimizer, cfg.ppo_config(), cfg.cmaes_config(),
+                              device, cfg.max_steps)
+        if cfg.search == "evolve":
+            trees, summary = evolve(cfg, inputs, run_, fitness, tuner, X)
+        else:
+            with WorkerPool(fitness, None, cfg.n_jobs).running() as pool:
+                trees, summary = gradient(cfg, inputs, run_, pool, tune_env, X)
+        tuned = SymbolicPolicy(trees, policy.layout, policy.action_meanings, policy.env_id,
+                               policy.function_set)
+        metrics: dict[str, Any] = {"search": cfg.search, "optimizer": cfg.optimizer,
+                                   "fitness": cfg.fitness, "expert_coef": cfg.expert_coef,
+                                   **{k: v for k, v in summary.items()
+                                      if k not in ("history", "episode_returns")}}
+        if X is not None:
+            metrics["agreement_before"] = float((policy.act(X) == actions).mean())
+            metrics["agreement_after"] = float((tuned.act(X) == actions).mean())
+        if cfg.eval_episodes > 0:
+            metrics["before"] = run_.manifest["before"]
+            metrics["after"] = _jsonable(evaluate(cfg, inputs, tuned, False))
+        tuned.metrics = metrics
+        tuned.provenance = {"policy": str(inputs.policy_path), "run": str(run_.path),
+                            "teacher_run": str(inputs.teacher_run.path),
+                            "detector": inputs.detector_ref,
+                            "dataset": None if inputs.dataset is None else
+                            str(inputs.dataset.path)}
+        tuned.save(run_.path / POLICY)
+        atomic_write_text(run_.path / "policy.py", tuned.to_python())
+        atomic_write_text(run_.path / "history.json", json.dumps(
+            _jsonable({"history": summary["history"],
+                       "episode_returns": summary.get("episode_returns")}), indent=1) + "\n")
+        for name in (POLICY, "policy.py", "history.json"):
+            run_.add_output(run_.path / name)
+        short = {k: metrics[k] for k in ("search", "optimizer", "env_steps") if k in metrics}
+        if cfg.eval_episodes > 0:
+            short["return_before"] = metrics["before"]["symbolic"]["mean"]
+            short["return_after"] = metrics["after"]["symbolic"]["mean"]
+            short["return_teacher"] = metrics["before"]["teacher"]["mean"]
+        run_.finish(short)
+    print(f"[finetune] policy: {run_.path / POLICY}  tensorboard: {run_.path / 'tb'}")
+    print(tuned.describe())
+    if cfg.eval_episodes > 0:
+        b, a = metrics["before"], metrics["after"]
+        print(f"[finetune] return over {cfg.eval_episodes} seeded games: before "
+              f"{b['symbolic']['mean']:.2f} +/- {b['symbolic']['std']:.2f}, after "
+              f"{a['symbolic']['mean']:.2f} +/- {a['symbolic']['std']:.2f}, teacher "
+              f"{b['teacher']['mean']:.2f} +/- {b['teacher']['std']:.2f}")
+    return run_

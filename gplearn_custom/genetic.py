@@ -1,0 +1,326 @@
+"""Genetic programming over forests, with gplearn's parameters and a constants variation.
+
+An individual is a forest (one tree per action). Generation 0 is the seed forest (a distilled
+policy) and variations of it: every other individual has its constants jittered by
+``init_jitter`` (relative Gaussian noise), and every second one also gets one structural
+mutation; without a seed forest, generation 0 is random (``init_method``, ``init_depth``).
+Each later generation keeps ``n_elites`` best individuals unchanged and fills the rest by
+tournament selection (``tournament_size``, on fitness minus ``parsimony_coefficient`` times
+the forest's node count) and one variation each, drawn with these probabilities:
+
+- ``p_crossover``: one action's tree gets a random subtree of the same action's tree of a
+  second tournament winner;
+- ``p_subtree_mutation``: the same with a fresh random tree as donor;
+- ``p_hoist_mutation``: a random subtree of one tree is replaced by a subtree of itself;
+- ``p_point_mutation``: in one tree, each node is replaced with probability
+  ``p_point_replace`` (an operator by one of the same arity, a terminal by a random one);
+- ``p_gradient``: the forest's constants are tuned in the env (PPO with the teacher term, or
+  CMA-ES; see :class:`gplearn_custom.tuning.ConstantTuner`);
+- otherwise the parent is copied (reproduction).
+
+Like gplearn, ``generations`` counts generation 0. All random draws come from one generator
+seeded by ``random_state``; tuning tasks get their own seeds from it, and the fitness plays
+the same seeded games for every forest, so a seed reproduces a run whatever ``n_jobs`` is.
+The state after every generation can be written to a JSON checkpoint and a run resumed
+from it gives the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from diffses.io import atomic_write_json
+from gplearn_custom import forest as fo
+from gplearn_custom.fitness import FitnessSpec, Score
+from gplearn_custom.forest import Forest, Token
+from gplearn_custom.parallel import WorkerPool
+from gplearn_custom.tuning import ConstantTuner
+from see import operators as ops
+
+CHECKPOINT_FORMAT = "gplearn-custom-checkpoint/1"
+
+
+@dataclass
+class Individual:
+    """A forest, its score (None until evaluated) and the variation that made it."""
+
+    trees: Forest
+    score: Score | None = None
+    origin: str = "seed"
+
+    @property
+    def size(self) -> int:
+        return fo.size(self.trees)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trees": self.trees, "origin": self.origin,
+                "score": None if self.score is None else self.score.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Individual":
+        return cls(d["trees"], None if d["score"] is None else Score.from_dict(d["score"]),
+                   d["origin"])
+
+
+class GeneticForestSearch:
+    """Evolve forests of expressions; parameters follow gplearn's names and meanings."""
+
+    def __init__(self, population_size: int = 200, generations: int = 10,
+                 tournament_size: int = 20, const_range: tuple[float, float] | None = (-3.0, 3.0),
+                 init_depth: tuple[int, int] = (2, 6), init_method: str = "half and half",
+                 function_set: Sequence[str] = ops.DEFAULT_FUNCTION_SET,
+                 parsimony_coefficient: float = 0.001, p_crossover: float = 0.7,
+                 p_subtree_mutation: float = 0.05, p_hoist_mutation: float = 0.02,
+                 p_point_mutation: float = 0.03, p_point_replace: float = 0.05,
+                 p_gradient: float = 0.2, n_elites: int = 1, init_jitter: float = 0.1,
+                 checkpoint_every: int = 1, random_state: int | None = None, n_jobs: int = 1):
+        self.population_size, self.generations = population_size, generations
+        self.tournament_size, self.const_range = tournament_size, const_range
+        self.init_depth, self.init_method = tuple(init_depth), init_method
+        self.function_set = ops.resolve(function_set)
+        self.parsimony_coefficient = parsimony_coefficient
+        self.p_crossover, self.p_subtree_mutation = p_crossover, p_subtree_mutation
+        self.p_hoist_mutation, self.p_point_mutation = p_hoist_mutation, p_point_mutation
+        self.p_point_replace, self.p_gradient = p_point_replace, p_gradient
+        self.n_elites, self.init_jitter = n_elites, init_jitter
+        self.checkpoint_every = checkpoint_every
+        self.random_state, self.n_jobs = random_state, n_jobs
+        self._validate()
+
+    def _validate(self) -> None:
+        probs = self.probabilities
+        checks = [
+            (self.population_size >= 2, "population_size must be at least 2"),
+            (self.generations >= 1, "generations must be at least 1"),
+            (1 <= self.tournament_size <= self.population_size,
+             "tournament_size must be between 1 and population_size"),
+            (self.const_range is None or (len(self.const_range) == 2 and
+                                          self.const_range[0] <= self.const_range[1]),
+             "const_range takes two numbers, low <= high (or None: no new constants)"),
+            (len(self.init_depth) == 2 and 1 <= self.init_depth[0] <= self.init_depth[1],
+             "init_depth takes two integers, 1 <= min <= max"),
+            (self.init_method in fo.INIT_METHODS, f"init_method must be one of {fo.INIT_METHODS}"),
+            (all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-12,
+             "p_crossover, the mutation probabilities and p_gradient must be in [0, 1] and sum "
+             "to <= 1"),
+            (0 <= self.p_point_replace <= 1, "p_point_replace must be in [0, 1]"),
+            (self.parsimony_coefficient >= 0, "parsimony_coefficient must be >= 0"),
+            (0 <= self.n_elites < self.population_size,
+             "n_elites must be in 0..population_size - 1"),
+            (self.init_jitter >= 0, "init_jitter must be >= 0"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def probabilities(self) -> tuple[float, ...]:
+        """crossover, subtree, hoist, point, gradient (reproduction takes the rest)."""
+        return (self.p_crossover, self.p_subtree_mutation, self.p_hoist_mutation,
+                self.p_point_mutation, self.p_gradient)
+
+    def penalized(self, ind: Individual) -> float:
+        """Selection fitness: raw fitness minus parsimony_coefficient x node count."""
+        return ind.score.fitness - self.parsimony_coefficient * ind.size
+
+    def _tournament(self, rng: np.random.Generator, population: list[Individual]) -> Individual:
+        entrants = rng.integers(len(population), size=self.tournament_size)
+        return population[max(entrants, key=lambda i: (self.penalized(population[i]), -i))]
+
+    def _random_tree(self, rng: np.random.Generator, n_features: int) -> list[Token]:
+        return fo.random_tree(rng, self.function_set, n_features, self.init_depth,
+                              self.init_method, self.const_range)
+
+    def _structural(self, rng: np.random.Generator, kind: str, trees: Forest,
+                    n_features: int, donor: Forest | None = None) -> Forest:
+        """One variation of one random action's tree."""
+        a = int(rng.integers(len(trees)))
+        out = [list(t) for t in trees]
+        if kind == "crossover":
+            out[a] = fo.crossover(rng, trees[a], donor[a])
+        elif kind == "subtree":
+            out[a] = fo.crossover(rng, trees[a], self._random_tree(rng, n_features))
+        elif kind == "hoist":
+            out[a] = fo.hoist_mutation(rng, trees[a])
+        else:
+            out[a] = fo.point_mutation(rng, trees[a], self.function_set, n_features,
+                                       self.const_range, self.p_point_replace)
+        return out
+
+    def _initial(self, rng: np.random.Generator, seed_forest: Forest | None, n_features: int,
+                 n_actions: int) -> list[Individual]:
+        if seed_forest is None:
+            return [Individual([self._random_tree(rng, n_features) for _ in range(n_actions)],
+                               origin="random") for _ in range(self.population_size)]
+        weights = np.array(self.probabilities[1:4]) + 1e-12
+        kinds = ("subtree", "hoist", "point")
+        population = [Individual([list(t) for t in seed_forest], origin="seed")]
+        for i in range(1, self.population_size):
+            trees = fo.jitter_constants(rng, seed_forest, self.init_jitter)
+            origin = "seed-jitter"
+            if i % 2 == 0:
+                kind = kinds[int(rng.choice(3, p=weights / weights.sum()))]
+                trees = self._structural(rng, kind, trees, n_features)
+                origin = f"seed-{kind}"
+            population.append(Individual(trees, origin=origin))
+        return population
+
+    def _offspring(self, rng: np.random.Generator, population: list[Individual],
+                   n_features: int) -> tuple[list[Individual], list[int]]:
+        """The next generation (unscored children have score None) and the indices of the
+        children whose constants are to be tuned."""
+        ranked = sorted(range(len(population)),
+                        key=lambda i: (-self.penalized(population[i]), i))
+        children = [Individual(population[i].trees, population[i].score, "elite")
+                    for i in ranked[:self.n_elites]]
+        to_tune = []
+        edges = np.cumsum(self.probabilities)
+        kinds = ("crossover", "subtree", "hoist", "point", "gradient")
+        while len(children) < self.population_size:
+            draw = rng.random()
+            parent = self._tournament(rng, population)
+            kind = next((k for k, e in zip(kinds, edges) if draw < e), "reproduction")
+            if kind == "reproduction":
+                children.append(Individual(parent.trees, parent.score, kind))
+            elif kind == "gradient":
+                to_tune.append(len(children))
+                children.append(Individual(parent.trees, None, kind))
+            else:
+                donor = self._tournament(rng, population).trees if kind == "crossover" else None
+                trees = self._structural(rng, kind, parent.trees, n_features, donor)
+                same = fo.key(trees) == fo.key(parent.trees)
+                children.append(Individual(trees, parent.score if same else None, kind))
+        return children, to_tune
+
+    def _record(self, generation: int, population: list[Individual], seconds: float,
+                tuning: list[dict[str, Any]], new_steps: int) -> dict[str, Any]:
+        """The generation's summary; ``tuning``: what each constants tuning reported,
+        ``new_steps``: env steps the generation spent (scoring, tuning)."""
+        scores = [ind.score for ind in population]
+        best = max(population, key=lambda ind: ind.score.fitness)
+
+        def mean(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return float(np.mean(known)) if known else None
+
+        self._env_steps += new_steps
+        return {
+            "generation": generation, "best_fitness": best.score.fitness,
+            "mean_fitness": mean([s.fitness for s in scores]),
+            "best_return": best.score.mean_return,
+            "mean_return": mean([s.mean_return for s in scores]),
+            "best_agreement": best.score.agreement,
+            "best_online_agreement": best.score.online_agreement,
+            "best_cross_entropy": best.score.cross_entropy,
+            "best_size": best.size, "mean_size": float(np.mean([i.size for i in population])),
+            "best_constants": fo.constants(best.trees),
+            "origins": dict(Counter(ind.origin for ind in population)),
+            "tuned": len(tuning),
+            "tuned_return": mean([t.get("last_return") for t in tuning]),
+            "tuned_agreement": mean([t.get("last_agreement") for t in tuning]),
+            "env_steps": self._env_steps, "seconds": round(seconds, 3),
+        }
+
+    def _save(self, path: Path, generation: int, rng: np.random.Generator,
+              population: list[Individual]) -> None:
+        atomic_write_json(path, {
+            "format": CHECKPOINT_FORMAT, "generation": generation,
+            "rng": rng.bit_generator.state, "env_steps": self._env_steps,
+            "population": [ind.to_dict() for ind in population],
+            "best": self.best_.to_dict(), "history": self.history_})
+
+    def fit(self, fitness: FitnessSpec, n_features: int, n_actions: int,
+            seed_forest: Sequence[Sequence[Token]] | None = None,
+            tuner: ConstantTuner | None = None,
+            callback: Callable[[dict[str, Any], "GeneticForestSearch"], bool | None] | None
+            = None, checkpoint: str | Path | None = None, resume: bool = False
+            ) -> "GeneticForestSearch":
+        """Evolve. ``callback(record, self)`` sees every generation's record and may return
+        False to stop; ``checkpoint`` is the JSON file written every ``checkpoint_every``
+        generations, which ``resume=True`` continues from when it exists.
+
+        After fitting: ``best_`` (the best individual seen, by raw fitness), ``population_``,
+        ``history_`` (one record per generation); ``population_`` is current when the
+        callback runs."""
+        if self.p_gradient > 0 and tuner is None:
+            raise ValueError("p_gradient > 0 needs a tuner for the constants")
+        seed_forest = None if seed_forest is None else [list(t) for t in seed_forest]
+        if seed_forest is not None and len(seed_forest) != n_actions:
+            raise ValueError(f"the seed forest has {len(seed_forest)} trees for "
+                             f"{n_actions} actions")
+        rng = np.random.default_rng(self.random_state)
+        path = Path(checkpoint) if checkpoint is not None else None
+        self.history_: list[dict[str, Any]] = []
+        self._env_steps = 0
+        start = 0
+        with WorkerPool(fitness, tuner, self.n_jobs).running() as pool:
+            if resume and path is not None and path.is_file():
+                population, start = self._load(path, rng)
+            else:
+                t0 = time.perf_counter()
+                population = self._initial(rng, seed_forest, n_features, n_actions)
+                steps = self._score(pool, population)
+                self.best_ = max(population, key=lambda ind: ind.score.fitness)
+                record = self._record(0, population, time.perf_counter() - t0, [], steps)
+                self.history_.append(record)
+                self.population_ = population
+                start = 1
+                if path is not None:
+                    self._save(path, 0, rng, population)
+                if callback is not None and callback(record, self) is False:
+                    return self
+            for generation in range(start, self.generations):
+                t0 = time.perf_counter()
+                population, to_tune = self._offspring(rng, population, n_features)
+                new_steps = 0
+                tuning: list[dict[str, Any]] = []
+                if to_tune:
+                    jobs = [(population[i].trees, int(rng.integers(2**31 - 1))) for i in to_tune]
+                    for i, (trees, info) in zip(to_tune, pool.tune(jobs)):
+                        population[i] = Individual(trees, None, "gradient")
+                        new_steps += info["env_steps"]
+                        tuning.append(info)
+                new_steps += self._score(pool, population)
+                best = max(population, key=lambda ind: ind.score.fitness)
+                if best.score.fitness > self.best_.score.fitness:
+                    self.best_ = best
+                record = self._record(generation, population, time.perf_counter() - t0,
+                                      tuning, new_steps)
+                self.history_.append(record)
+                self.population_ = population
+                last = generation == self.generations - 1
+                if path is not None and (last or generation % self.checkpoint_every == 0):
+                    self._save(path, generation, rng, population)
+                if callback is not None and callback(record, self) is False:
+                    break
+        self.population_ = population
+        return self
+
+    @staticmethod
+    def _score(pool: WorkerPool, population: list[Individual]) -> int:
+        """Score the unscored individuals; the env steps that took."""
+        todo = [i for i, ind in enumerate(population) if ind.score is None]
+        steps = 0
+        for i, score in zip(todo, pool.score([population[i].trees for i in todo])):
+            population[i].score = score
+            steps += score.env_steps
+        return steps
+
+    def _load(self, path: Path, rng: np.random.Generator) -> tuple[list[Individual], int]:
+        state = json.loads(path.read_text())
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a checkpoint of this engine")
+        rng.bit_generator.state = state["rng"]
+        self._env_steps = int(state["env_steps"])
+        self.history_ = list(state["history"])
+        self.best_ = Individual.from_dict(state["best"])
+        return [Individual.from_dict(d) for d in state["population"]], \
+            int(state["generation"]) + 1

@@ -1,0 +1,9 @@
+"""Stage III: fine-tune a distilled symbolic policy with reward and teacher guidance."""
+
+import sys
+
+from diffses.cli import main
+from gplearn_custom.finetune import FinetuneConfig, run
+
+if __name__ == "__main__":
+    sys.exit(main(FinetuneConfig, run, prog="symbolic_finetuning.py"))
