@@ -122,12 +122,10 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = No
     return cls(**values)
 
 
-def main(cls: type[T], run: Callable[[T], Any], argv: Sequence[str] | None = None,
-         prog: str | None = None) -> int:
-    """Parse the config and run the stage; a :class:`UserError` prints one line, exit 2."""
+def guarded(action: Callable[[], Any]) -> int:
+    """Run ``action``; a :class:`UserError` prints one line (exit 2), Ctrl-C exits 130."""
     try:
-        cfg = parse(cls, argv, prog)
-        run(cfg)
+        action()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -135,3 +133,9 @@ def main(cls: type[T], run: Callable[[T], Any], argv: Sequence[str] | None = Non
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(cls: type[T], run: Callable[[T], Any], argv: Sequence[str] | None = None,
+         prog: str | None = None) -> int:
+    """Parse the config and run the stage; a :class:`UserError` prints one line, exit 2."""
+    return guarded(lambda: run(parse(cls, argv, prog)))
