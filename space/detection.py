@@ -7,7 +7,8 @@ learned detectors, the ``z_what`` appearance code. Two backends:
 - ``ocatari``: OCAtari's RAM objects (perfect perception, for comparison). The env must be
   made with ``ground_truth=True`` so each step's ``info["objects"]`` holds them; type ids are
   the game's object categories in OCAtari's order, so an id always names the same category.
-- a SPACE run folder: the trained detector (``space.model``), types from k-means on z_what.
+- a SPACE run folder or checkpoint file: the trained detector (``space.model``), types from
+  k-means on z_what.
 
 ``load_detector`` picks the backend from a string; ``Detector.env_kwargs`` says what the env
 factory must add to ``info`` for it.
@@ -101,14 +102,23 @@ class OcatariDetector(Detector):
 
 def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Path = "runs",
                   device: str = "auto", hud: bool = False) -> Detector:
-    """``ocatari`` (needs ``env_id``), or a SPACE run folder / ``latest``."""
+    """``ocatari`` (needs ``env_id``), a SPACE run folder / ``latest``, or a SPACE checkpoint
+    file (such as ``pretrained/space_pong.pt``). A detector trained on another game is
+    refused."""
     if str(ref) == OCATARI:
         if env_id is None:
             raise UserError("the ocatari detector needs the env id")
         return OcatariDetector(env_id, hud=hud)
-    from diffses.runs import resolve_run
-    run = resolve_run(ref, "space", runs_dir, env_id=env_id)
     from space.model import SpaceDetector
-    if env_id is not None and run.env_id != env_id:
-        raise UserError(f"detector {run.path} was trained on {run.env_id}, not {env_id}")
-    return SpaceDetector.load(run.path / "checkpoint.pt", device=device, name=str(run.path))
+    if Path(ref).is_file():
+        detector = SpaceDetector.load(ref, device=device)
+        trained_on = detector.env_id
+    else:
+        from diffses.runs import resolve_run
+        run = resolve_run(ref, "space", runs_dir, env_id=env_id)
+        detector = SpaceDetector.load(run.path / "checkpoint.pt", device=device,
+                                      name=str(run.path))
+        trained_on = run.env_id
+    if env_id is not None and trained_on is not None and trained_on != env_id:
+        raise UserError(f"detector {ref} was trained on {trained_on}, not {env_id}")
+    return detector

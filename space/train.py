@@ -1,0 +1,238 @@
+"""Train SPACE on a frames run: run folder, checkpoints with rotation, resume, TensorBoard,
+and the z_what types fitted at the end into ``checkpoint.pt``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from diffses.errors import UserError
+from diffses.frames import INDEX
+from diffses.frames import STAGE as FRAMES_STAGE
+from diffses.runs import Run, resolve_run
+from diffses.utils import resolve_device, seed_everything
+from space.config import DetectConfig, SpaceConfig, config_from, load_config, to_dict
+from space.data import load_frames, load_inputs, select_records
+from space.model import (Hyper, Space, SpaceDetector, build_model, fit_types,
+                         read_checkpoint, save_checkpoint, schedule)
+from space.visual import colour, draw_boxes, tile
+
+STAGE = "space"
+CHECKPOINTS = "checkpoints"
+FINAL = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Task:
+    """What ``space/main.py`` was asked to do (the flags and the trailing overrides)."""
+
+    task: str
+    config: str | None
+    frames: str | None
+    runs_dir: str
+    checkpoint: str | None
+    out: str | None
+    overrides: dict[str, Any]
+
+
+def checkpoints(run_path: Path) -> list[Path]:
+    """A run's interval checkpoints, oldest first."""
+    return sorted((run_path / CHECKPOINTS).glob("ckpt_*.pt"))
+
+
+def apply_threads(cfg: SpaceConfig) -> None:
+    """Use ``cfg.num_threads`` torch CPU threads (0 leaves torch's default)."""
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+
+
+def frames_run_for(ref: str, runs_dir: str, env_id: str | None = None) -> Run:
+    """The frames run to read, refusing one of another env."""
+    run = resolve_run(ref, FRAMES_STAGE, runs_dir, env_id=env_id)
+    if env_id is not None and run.env_id != env_id:
+        raise UserError(f"frames run {run.path} is of {run.env_id}, not {env_id}")
+    return run
+
+
+def _prepare(task: Task) -> tuple[SpaceConfig, Run, Run]:
+    """Resolve the config, the frames run and the (new or resumed) SPACE run."""
+    resume = task.overrides.get("resume")
+    if resume is None and task.config is not None:
+        resume = load_config(task.config).resume
+    if resume:
+        frames_env = frames_run_for(task.frames, task.runs_dir).env_id if task.frames else None
+        run = resolve_run(task.checkpoint or "latest", STAGE, task.runs_dir, env_id=frames_env,
+                          complete_only=False)
+        cfg = config_from(run.config, task.overrides)
+        frames = frames_run_for(task.frames or run.manifest["frames_run"], task.runs_dir,
+                                run.env_id)
+        run.manifest.update(status="running", config=to_dict(cfg))
+        return cfg, frames, run
+    if task.config is None:
+        raise UserError("--task train needs --config (e.g. space/configs/atari_pong.yaml)")
+    if task.frames is None:
+        raise UserError("--task train needs --frames RUN (a save_frames run folder, or latest)")
+    cfg = load_config(task.config, task.overrides)
+    frames = frames_run_for(task.frames, task.runs_dir)
+    run = Run.create(task.runs_dir, STAGE, frames.env_id, cfg.name, cfg.seed, cfg)
+    run.manifest["frames_run"] = str(frames.path)
+    run.add_input("frames_index", frames.path / INDEX)
+    run.save()
+    return cfg, frames, run
+
+
+def preview(model: Space, x: torch.Tensor, hp: Hyper, detect: DetectConfig) -> list[np.ndarray]:
+    """Input with boxes | reconstruction | foreground | background, per image, 2x enlarged."""
+    model.eval()
+    with torch.no_grad():
+        out = model(x, hp)
+        found = model.infer(x, detect.threshold, detect.alpha_boxes)
+    model.train()
+    h, w = x.shape[-2:]
+    scale = np.array([w, h], np.float64)
+    pictures = []
+    for i in range(len(x)):
+        images = [t[i].clamp(0, 1).mul(255).byte().permute(1, 2, 0).cpu().numpy()
+                  for t in (x, out["recon"], out["fg"] * out["alpha"], out["bg"])]
+        _, centre, size, _ = (t.cpu().double().numpy() for t in found[i])
+        pictures.append(draw_boxes(images[0], (centre + 1) / 2 * scale, size * scale,
+                                   [colour(0)] * len(centre), scale=2))
+        pictures += [draw_boxes(im, np.zeros((0, 2)), np.zeros((0, 2)), [], scale=2)
+                     for im in images[1:]]
+    return pictures
+
+
+def fit_run_types(model: Space, cfg: SpaceConfig, frames: Run, device: str
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit the k-means types on z_what of objects found in training frames."""
+    records = select_records(frames.path, "train", cfg.detect.type_frames)
+    detector = SpaceDetector(model, cfg, None, device)
+    z = []
+    for start in range(0, len(records), cfg.detect.batch_size):
+        chunk = load_frames(frames.path, records[start:start + cfg.detect.batch_size])
+        z += [obj["z_what"] for obj in detector.raw(chunk)]
+    z_what = np.concatenate(z) if z else np.zeros((0, cfg.model.z_what))
+    types, info = fit_types(z_what.astype(np.float64), cfg.detect.types, cfg.detect.max_types,
+                            cfg.seed)
+    info["objects_per_frame"] = round(len(z_what) / max(len(records), 1), 3)
+    return types.state(), info
+
+
+def train(task: Task) -> Run:
+    """Train (or resume) a SPACE run; returns the finished run."""
+    cfg, frames, run = _prepare(task)
+    device = resolve_device(cfg.device)
+    apply_threads(cfg)
+    with run.failing():
+        return _train(cfg, frames, run, device)
+
+
+def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
+    from torch.utils.tensorboard import SummaryWriter
+    records = select_records(frames.path, "train")
+    if not records:
+        raise UserError(f"frames run {frames.path} has no training frames")
+    print(f"[space] loading {len(records)} training frames of {frames.env_id} from {frames.path}")
+    inputs = torch.from_numpy(load_inputs(frames.path, records, cfg.data)).to(device)  # (N,3,h,w)
+    shown = inputs[np.linspace(0, len(inputs) - 1, 4).astype(int)].float() / 255      # (4,3,h,w)
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(device)
+    opt_fg = torch.optim.Adam(model.fg.parameters(), lr=cfg.train.lr_fg)
+    opt_bg = torch.optim.Adam(model.bg.parameters(), lr=cfg.train.lr_bg)
+    rng = np.random.default_rng(cfg.seed)
+    step, seconds = 0, 0.0
+    found = checkpoints(run.path)
+    if found:
+        state = read_checkpoint(found[-1], device)
+        model.load_state_dict(state["model"])
+        opt_fg.load_state_dict(state["opt_fg"])
+        opt_bg.load_state_dict(state["opt_bg"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        step, seconds = state["step"], state["train_seconds"]
+        print(f"[space] resuming {run.path} from step {step} ({found[-1].name})")
+    run.manifest["device"] = device
+    run.save()
+
+    def save(at: int, elapsed: float) -> None:
+        extra = {"opt_fg": opt_fg.state_dict(), "opt_bg": opt_bg.state_dict(),
+                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda")
+                 else None, "train_seconds": elapsed}
+        save_checkpoint(run.path / CHECKPOINTS / f"ckpt_{at:08d}.pt", model, cfg, at, extra)
+        for old in checkpoints(run.path)[:-max(cfg.train.keep_checkpoints, 1)]:
+            old.unlink()
+
+    writer = SummaryWriter(str(run.path / "tb"), purge_step=step if step else None)
+    tc = cfg.train
+    print(f"[space] training steps {step} -> {tc.max_steps} on {device}, batch {tc.batch_size}, "
+          f"{torch.get_num_threads()} threads; run folder {run.path}")
+    model.train()
+    bar = tqdm(total=tc.max_steps, initial=step, disable=not tc.progress, desc="space",
+               dynamic_ncols=True)
+    window: list[dict[str, float]] = []
+    t0 = time.perf_counter() - seconds
+    try:
+        while step < tc.max_steps:
+            idx = torch.from_numpy(rng.integers(0, len(inputs), tc.batch_size)).to(device)
+            x = inputs[idx].float() / 255                                 # (B, 3, h, w)
+            hp = schedule(cfg.loss, step)
+            out = model(x, hp)
+            opt_fg.zero_grad(set_to_none=True)
+            opt_bg.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt_fg.step()
+            opt_bg.step()
+            step += 1
+            window.append({"loss": out["loss"].item(),
+                           **{k: v.item() for k, v in out["terms"].items()}})
+            bar.update(1)
+            if step % tc.log_every == 0 or step == tc.max_steps:
+                means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                for key, value in means.items():
+                    writer.add_scalar(f"loss/{key}", value, step)
+                for key, value in hp._asdict().items():
+                    if value is not None:
+                        writer.add_scalar(f"schedule/{key}", value, step)
+                writer.add_scalar("time/steps_per_second",
+                                  step / max(time.perf_counter() - t0, 1e-9), step)
+                bar.set_postfix(loss=f"{means['loss']:.0f}", objects=f"{means['objects']:.1f}")
+                if not tc.progress:
+                    print(f"[space] step {step}/{tc.max_steps} loss {means['loss']:.1f} "
+                          f"mse {means['mse']:.5f} objects {means['objects']:.2f}", flush=True)
+                window.clear()
+            if step % tc.image_every == 0 or step == tc.max_steps:
+                pictures = preview(model, shown, hp, cfg.detect)
+                writer.add_image("preview", tile(pictures, 4), step, dataformats="HWC")
+            if step % tc.checkpoint_every == 0 or step == tc.max_steps:
+                save(step, time.perf_counter() - t0)
+    finally:
+        bar.close()
+        writer.close()
+    seconds = time.perf_counter() - t0
+
+    print("[space] fitting the object types (k-means over z_what)")
+    types, type_info = fit_run_types(model, cfg, frames, device)
+    final = save_checkpoint(run.path / FINAL, model, cfg, step,
+                            {"types": types, "env_id": frames.env_id,
+                             "frames_run": str(frames.path), "train_seconds": seconds})
+    run.add_output(final)
+    run.finish({"steps": step, "train_seconds": round(seconds, 1),
+                "steps_per_second": round(step / max(seconds, 1e-9), 2),
+                "types": type_info["k"], "type_sizes": type_info.get("sizes", []),
+                "objects_per_frame": type_info["objects_per_frame"],
+                "checkpoint_mb": round(final.stat().st_size / 2**20, 3)})
+    print(f"[space] {type_info['k']} types, {type_info['objects_per_frame']} objects per frame; "
+          f"checkpoint {final}; tensorboard --logdir {run.path / 'tb'}")
+    return run

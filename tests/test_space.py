@@ -1,0 +1,329 @@
+"""SPACE: the model's loss and shapes, learning on real Pong frames, checkpoints, detections,
+types, and the space/main.py CLI (train, eval, resume, errors) with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+from diffses.frames import FramesConfig, run as save_frames
+from space.config import SpaceConfig, config_from, load_config, to_dict
+from space.data import load_frames, load_inputs, select_records
+from space.detection import load_detector
+from space.main import main as space_main
+from space.model import (SpaceDetector, build_model, fit_types, read_checkpoint,
+                         save_checkpoint, schedule)
+from space.train import Task, train
+
+PONG_CONFIG = ROOT / "space" / "configs" / "atari_pong.yaml"
+#: a model small enough for tests: 32x32 inputs, a 4x4 grid of 8 px cells
+TINY = {"data.image_size": [32, 32], "model.grid": [4, 4], "model.feat_channels": 16,
+        "model.glimpse_hidden": 32, "model.z_what": 4, "model.bg_decode_size": [8, 8],
+        "model.bg_channels": 8, "train.batch_size": 4, "train.log_every": 2,
+        "train.image_every": 4, "train.progress": False, "detect.type_frames": 16,
+        "detect.types": 2, "device": "cpu", "num_threads": 1}
+TINY_ARGS = [str(v) if not isinstance(v, list) else json.dumps(v)
+             for kv in TINY.items() for v in kv]
+
+
+def tiny_config(**extra) -> SpaceConfig:
+    return load_config(PONG_CONFIG, {**TINY, **extra})
+
+
+@pytest.fixture(scope="module")
+def pong_frames(tmp_path_factory):
+    """A finished save_frames run: 60 random-play Pong frames with OCAtari ground truth."""
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = FramesConfig(policy="random", env="ALE/Pong-v5", n_frames=60, every=2,
+                       ground_truth=True, runs_dir=str(runs), progress=False, seed=3)
+    return save_frames(cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(pong_frames, tmp_path_factory):
+    """A SPACE run trained for 6 steps on the Pong frames (in-process)."""
+    runs = pong_frames.path.parent.parent
+    task = Task("train", str(PONG_CONFIG), str(pong_frames.path), str(runs), None, None,
+                {**TINY, "train.max_steps": 6, "train.checkpoint_every": 3,
+                 "detect.threshold": 0.0})
+    return train(task)
+
+
+def batch(frames_run, cfg: SpaceConfig, n: int = 8) -> torch.Tensor:
+    records = select_records(frames_run.path, "train", n)
+    return torch.from_numpy(load_inputs(frames_run.path, records, cfg.data)).float() / 255
+
+
+def test_loss_is_finite_and_shapes_are_right():
+    torch.manual_seed(0)
+    for k in (1, 3):
+        cfg = tiny_config(**{"model.bg_components": k})
+        model = build_model(cfg)
+        x = torch.rand(2, 3, 32, 32)
+        out = model(x, schedule(cfg.loss, 0))
+        assert out["loss"].shape == () and torch.isfinite(out["loss"])
+        assert out["recon"].shape == out["fg"].shape == out["bg"].shape == (2, 3, 32, 32)
+        assert out["alpha"].shape == (2, 1, 32, 32)
+        assert out["pres_prob"].shape == (2, 16)
+        assert out["centre"].shape == out["size"].shape == (2, 16, 2)
+        assert all(torch.isfinite(v) for v in out["terms"].values())
+        out["loss"].backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        model.eval()
+        found = model.infer(x, threshold=0.0)
+        assert len(found) == 2
+        prob, centre, size, z_what = found[0]
+        assert centre.shape == (16, 2) and z_what.shape == (16, 4) and prob.shape == (16,)
+
+
+def test_schedules_anneal_and_warm_up():
+    cfg = load_config(PONG_CONFIG)
+    first, last = schedule(cfg.loss, 0), schedule(cfg.loss, 10**6)
+    assert first.pres_prior == cfg.loss.pres_prior.start > last.pres_prior == cfg.loss.pres_prior.end
+    assert first.tau == cfg.loss.tau.start > last.tau == cfg.loss.tau.end
+    assert first.fixed_alpha == cfg.loss.fix_alpha_value and last.fixed_alpha is None
+    mid = schedule(cfg.loss, (cfg.loss.tau.begin + cfg.loss.tau.finish) // 2).tau
+    assert last.tau < mid < first.tau
+
+
+def test_boundary_loss_is_an_option_that_switches_off():
+    cfg = tiny_config(**{"loss.boundary_weight": 2.0, "loss.boundary_until": 10,
+                         "loss.scale_mean.start": 2.0})  # boxes larger than a cell
+    assert schedule(cfg.loss, 9).boundary_weight == 2.0
+    assert schedule(cfg.loss, 10).boundary_weight == 0.0
+    model = build_model(cfg)
+    x = torch.rand(2, 3, 32, 32)
+    on = schedule(cfg.loss, 0)
+    torch.manual_seed(0)
+    with_term = model(x, on)
+    torch.manual_seed(0)
+    without = model(x, on._replace(boundary_weight=0.0))
+    boundary = with_term["terms"]["boundary"]
+    assert boundary > 0
+    torch.testing.assert_close(with_term["loss"] - without["loss"], 2.0 * boundary)
+
+
+def test_a_few_steps_on_real_pong_frames_lower_the_loss(pong_frames):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = build_model(cfg)
+    x = batch(pong_frames, cfg)
+    hp = schedule(cfg.loss, 0)
+
+    def loss() -> float:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return float(model(x, hp)["loss"])
+
+    before = loss()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        opt.zero_grad()
+        model(x, hp)["loss"].backward()
+        opt.step()
+    assert loss() < before - 0.2 * abs(before)
+
+
+def test_training_run_writes_checkpoint_manifest_and_tensorboard(trained):
+    manifest = json.loads((trained.path / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["stage"] == "space"
+    assert manifest["env_id"] == "ALE/Pong-v5"
+    assert "checkpoint.pt" in manifest["outputs"] and "frames_index" in manifest["inputs"]
+    assert manifest["summary"]["steps"] == 6
+    assert [p.name for p in sorted((trained.path / "checkpoints").glob("*.pt"))] == [
+        "ckpt_00000003.pt", "ckpt_00000006.pt"]
+    assert list((trained.path / "tb").glob("events.out.tfevents.*"))
+    payload = read_checkpoint(trained.path / "checkpoint.pt")
+    assert payload["step"] == 6 and payload["types"]["centroids"]
+
+
+def test_checkpoint_round_trip_gives_identical_detections(trained, pong_frames, tmp_path):
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
+    detector = load_detector(trained.path, device="cpu", runs_dir=trained.path.parent.parent)
+    detector.cfg = config_from(to_dict(detector.cfg), {"detect.threshold": 0.0})
+    copy = tmp_path / "copy.pt"
+    payload = read_checkpoint(trained.path / "checkpoint.pt")
+    save_checkpoint(copy, detector.model, detector.cfg, payload["step"], {"types": payload["types"]})
+    again = SpaceDetector.load(copy, device="cpu")
+    first, second = detector.detect(frames), again.detect(frames)
+    assert sum(map(len, first)) > 0
+    assert first == second
+    for a, b in zip(first, second):
+        for da, db in zip(a, b):
+            np.testing.assert_array_equal(da.z_what, db.z_what)
+
+
+def test_detections_lie_inside_the_frame(trained, pong_frames):
+    detector = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
+                                  overrides={"detect.threshold": 0.0})
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
+    found = detector.detect(frames)
+    top, bottom, left, right = detector.cfg.data.crop
+    assert detector.env_kwargs == {"native_frames": True}
+    assert all(len(dets) == 16 for dets in found)  # threshold 0: every cell of the 4x4 grid
+    for dets in found:
+        for d in dets:
+            assert left <= d.x - d.w / 2 <= d.x + d.w / 2 <= right
+            assert top <= d.y - d.h / 2 <= d.y + d.h / 2 <= bottom
+            assert 0 <= d.confidence <= 1 and d.type in detector.type_names
+            assert d.z_what.shape == (4,)
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect(frames.astype(np.float32))
+
+
+def test_type_ids_are_stable_for_a_fixed_seed(trained, pong_frames):
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0, 0], [5, 5, 5], [-5, 5, 0]], float)
+    z = np.concatenate([c + 0.1 * rng.standard_normal((n, 3))
+                        for c, n in zip(centres, (50, 200, 100))])
+    a, info = fit_types(z, None, 6, seed=0)
+    b, _ = fit_types(z[rng.permutation(len(z))], None, 6, seed=0)
+    assert info["k"] == 3 and info["sizes"] == [200, 100, 50]  # ids by cluster size
+    np.testing.assert_array_equal(a.predict(centres), [2, 0, 1])
+    np.testing.assert_array_equal(b.predict(centres), [2, 0, 1])
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
+    one = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
+                             overrides={"detect.threshold": 0.0})
+    two = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
+                             overrides={"detect.threshold": 0.0})
+    types = [[d.type for d in dets] for dets in one.detect(frames)]
+    assert types == [[d.type for d in dets] for dets in two.detect(frames)]
+    assert set(one.type_names) == {0, 1} and {t for ts in types for t in ts} <= {0, 1}
+
+
+def test_cli_trains_and_evaluates_end_to_end(pong_frames, tmp_path):
+    runs = tmp_path / "runs"
+    res = run_cli("space/main.py", "--task", "train", "--config", str(PONG_CONFIG), "--frames",
+                  str(pong_frames.path), "--runs-dir", str(runs), "train.max_steps", "3",
+                  *TINY_ARGS)
+    assert res.returncode == 0, res.stderr
+    run_dir = next((runs / "space").iterdir())
+    assert (run_dir / "checkpoint.pt").is_file()
+    # evaluation from inside space/, as the original README runs it
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    res = subprocess.run([sys.executable, "main.py", "--task", "eval", "--checkpoint",
+                          str(run_dir), "--frames", str(pong_frames.path), "--runs-dir",
+                          str(runs), "detect.threshold", "0.0"], cwd=ROOT / "space",
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["split"] == "test" and result["frames"] == 6
+    assert result["per_class"] and set(result["per_class"]) <= {"Player", "Ball", "Enemy"}
+    assert sum(row["support"] for row in result["per_class"].values()) > 0
+    assert result["detect_fps"] > 0
+    assert (run_dir / "eval_grid.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {"eval.json", "eval_grid.png", "checkpoint.pt"} <= set(manifest["outputs"])
+
+
+def test_resume_matches_an_uninterrupted_run(pong_frames, tmp_path):
+    def task(runs: Path, steps: int, **extra) -> Task:
+        return Task("train", str(PONG_CONFIG), str(pong_frames.path), str(runs), None, None,
+                    {**TINY, "train.max_steps": steps, "train.checkpoint_every": 2, **extra})
+
+    straight = train(task(tmp_path / "a", 6))
+    stopped = train(task(tmp_path / "b", 4))
+    resumed = train(Task("train", None, None, str(tmp_path / "b"), str(stopped.path), None,
+                         {"resume": True, "train.max_steps": 6}))
+    assert resumed.path == stopped.path
+    a = read_checkpoint(straight.path / "checkpoint.pt")
+    b = read_checkpoint(resumed.path / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0)
+
+
+def test_resume_continues_a_killed_run(pong_frames, tmp_path):
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "space" / "main.py"), "--task", "train", "--config",
+           str(PONG_CONFIG), "--frames", str(pong_frames.path), "--runs-dir", str(runs),
+           *TINY_ARGS, "train.max_steps", "100000", "train.checkpoint_every", "5"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not list(runs.glob("space/*/checkpoints/ckpt_*.pt")):
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run_dir = next((runs / "space").iterdir())
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
+    last = max(read_checkpoint(p)["step"] for p in (run_dir / "checkpoints").glob("*.pt"))
+    res = run_cli("space/main.py", "--task", "train", "--runs-dir", str(runs), "--checkpoint",
+                  str(run_dir), "resume", "True", "train.max_steps", str(last + 3))
+    assert res.returncode == 0, res.stderr
+    assert f"from step {last}" in res.stdout
+    assert read_checkpoint(run_dir / "checkpoint.pt")["step"] == last + 3
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.max_step", "5"], "unknown config key 'train.max_step' (did you mean train.max_steps"),
+    (["train.max_steps", "many"], "'train.max_steps' needs an integer"),
+    (["train.max_steps"], "'key value' pairs"),
+    (["model.grid", "[5, 5]"], "must be model.grid"),
+])
+def test_bad_overrides_are_refused_clearly(pong_frames, tmp_path, capsys, args, message):
+    code = space_main(["--task", "train", "--config", str(PONG_CONFIG), "--frames",
+                       str(pong_frames.path), "--runs-dir", str(tmp_path), *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "space").exists()
+
+
+def test_bad_inputs_are_refused_clearly(pong_frames, tmp_path, capsys):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: {grid: [4, 4]\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train: {max_stepz: 3}\n")
+    common = ["--runs-dir", str(tmp_path)]
+    cases = [
+        (["--task", "train", "--config", str(bad_yaml), "--frames", "latest"], "not valid yaml"),
+        (["--task", "train", "--config", str(unknown), "--frames", "latest"],
+         "unknown config key 'train.max_stepz'"),
+        (["--task", "train", "--config", str(tmp_path / "none.yaml"), "--frames", "latest"],
+         "does not exist"),
+        (["--task", "eval", "--checkpoint", str(tmp_path / "nothing")], "does not exist"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(tmp_path)],
+         "not a readable checkpoint"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG)], "pass --out DIR"),
+        (["--task", "eval", "--checkpoint", "latest"], "no complete 'space' run"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(tmp_path),
+          "model.glimpse", "4"],
+         "can only override"),
+    ]
+    for args, message in cases:
+        assert space_main([*args, *common]) == 2, args
+        assert message in capsys.readouterr().err, args
+
+
+def test_eval_refuses_frames_without_ground_truth(trained, tmp_path, capsys):
+    no_truth = save_frames(FramesConfig(policy="random", env="ALE/Pong-v5", n_frames=10,
+                                        runs_dir=str(tmp_path), progress=False))
+    code = space_main(["--task", "eval", "--checkpoint", str(trained.path / "checkpoint.pt"),
+                       "--frames", str(no_truth.path), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "no ground truth" in capsys.readouterr().err
+
+
+def test_user_errors_print_one_line_without_traceback(tmp_path):
+    res = run_cli("space/main.py", "--task", "train", "--config", str(PONG_CONFIG),
+                  "--frames", "latest", "--runs-dir", str(tmp_path), "train.max_stepz", "5")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: unknown config key 'train.max_stepz' (did you mean "
+                               "train.max_steps")
