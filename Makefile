@@ -21,12 +21,16 @@ demo: $(STAMP)
 	$(PY) train_visual_rl.py --env $(DEMO_ENV) -n $(DEMO_STEPS) --runs-dir $(RUNS) --name demo \
 		--checkpoint-freq 10240 --eval-freq 10240 --eval-episodes 1 --final-eval-episodes 2
 	$(PY) save_frames.py --teacher latest --runs-dir $(RUNS) -n 1000 --every 2 --ground-truth --name demo
+	$(PY) space/main.py --task train --config space/configs/atari_pong.yaml --frames latest --runs-dir $(RUNS) \
+		train.max_steps 400 loss.pres_prior.finish 300 loss.tau.finish 300 loss.fix_alpha_steps 50 \
+		detect.type_frames 300
+	$(PY) space/main.py --task eval --checkpoint latest --frames latest --runs-dir $(RUNS)
 	$(PY) build_dataset.py --teacher latest --detector ocatari --runs-dir $(RUNS) --episodes 1 --name demo
 	$(PY) distill_teacher.py --dataset latest --runs-dir $(RUNS) --population-size 300 --generations 5 \
 		--eval-episodes 2 --eval-max-steps 3000 --name demo
 	$(PY) symbolic_finetuning.py --policy latest --runs-dir $(RUNS) --name demo --search evolve \
 		--population-size 6 --generations 3 -n 512 --max-steps 1000 --eval-episodes 2
-	@echo "demo done: runs under $(RUNS)/{teacher,frames,dataset,distill,finetune} (tensorboard --logdir $(RUNS)/teacher)"
+	@echo "demo done: runs under $(RUNS)/{teacher,frames,space,dataset,distill,finetune} (tensorboard --logdir $(RUNS)/teacher)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -35,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_teacher.py
 	$(PY) benchmarks/bench_dataset.py
 	$(PY) benchmarks/bench_finetune.py
+	$(PY) benchmarks/bench_space.py --env ALE/Pong-v5 --config space/configs/atari_pong.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache
