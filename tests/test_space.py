@@ -40,6 +40,15 @@ def tiny_config(**extra) -> SpaceConfig:
     return load_config(PONG_CONFIG, {**TINY, **extra})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other work for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def pong_frames(tmp_path_factory):
     """A finished save_frames run: 60 random-play Pong frames with OCAtari ground truth."""
@@ -214,7 +223,8 @@ def test_cli_trains_and_evaluates_end_to_end(pong_frames, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     res = subprocess.run([sys.executable, "main.py", "--task", "eval", "--checkpoint",
                           str(run_dir), "--frames", str(pong_frames.path), "--runs-dir",
-                          str(runs), "detect.threshold", "0.0"], cwd=ROOT / "space",
+                          str(runs), "detect.threshold", "0.0", "num_threads", "1"],
+                         cwd=ROOT / "space",
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr
     result = json.loads((run_dir / "eval.json").read_text())
