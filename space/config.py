@@ -1,4 +1,4 @@
-"""SPACE configuration: frozen dataclasses loaded from a per-game yaml, with ``key value`` overrides.
+"""SPACE configuration: frozen dataclasses from a per-game yaml, with ``key value`` overrides.
 
 A config is passed explicitly to everything that needs it (there is no global config object).
 ``load_config(path, overrides)`` reads the yaml, applies overrides such as
@@ -320,7 +320,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Sp
     except yaml.YAMLError as err:
         raise UserError(f"config file {path} is not valid yaml: {err}") from None
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+        raise UserError(f"config file {path} must hold a mapping of keys, "
+                        f"not {type(data).__name__}")
     try:
         from_dict(SpaceConfig, data)
     except UserError as err:

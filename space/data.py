@@ -1,4 +1,4 @@
-"""Frames for SPACE: native RGB frames -> cropped, resized model inputs, and back to native pixels."""
+"""Frames for SPACE: native RGB frames -> cropped, resized model inputs; boxes back to native."""
 
 from __future__ import annotations
 

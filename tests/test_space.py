@@ -99,7 +99,8 @@ def test_loss_is_finite_and_shapes_are_right():
 def test_schedules_anneal_and_warm_up():
     cfg = load_config(PONG_CONFIG)
     first, last = schedule(cfg.loss, 0), schedule(cfg.loss, 10**6)
-    assert first.pres_prior == cfg.loss.pres_prior.start > last.pres_prior == cfg.loss.pres_prior.end
+    prior = cfg.loss.pres_prior
+    assert first.pres_prior == prior.start > last.pres_prior == prior.end
     assert first.tau == cfg.loss.tau.start > last.tau == cfg.loss.tau.end
     assert first.fixed_alpha == cfg.loss.fix_alpha_value and last.fixed_alpha is None
     mid = schedule(cfg.loss, (cfg.loss.tau.begin + cfg.loss.tau.finish) // 2).tau
@@ -163,7 +164,8 @@ def test_checkpoint_round_trip_gives_identical_detections(trained, pong_frames, 
     detector.cfg = config_from(to_dict(detector.cfg), {"detect.threshold": 0.0})
     copy = tmp_path / "copy.pt"
     payload = read_checkpoint(trained.path / "checkpoint.pt")
-    save_checkpoint(copy, detector.model, detector.cfg, payload["step"], {"types": payload["types"]})
+    save_checkpoint(copy, detector.model, detector.cfg, payload["step"],
+                    {"types": payload["types"]})
     again = SpaceDetector.load(copy, device="cpu")
     first, second = detector.detect(frames), again.detect(frames)
     assert sum(map(len, first)) > 0
