@@ -1,11 +1,13 @@
-"""Teacher training speed: our train_visual_rl defaults beside plain SB3 PPO with zoo settings.
+"""Teacher training speed: the CPU recipe and its candidates beside the rl-zoo setting.
 
-Both train PPO CnnPolicy on the same env for the same number of agent steps, each in its own
-process (so each memory peak is its own), one after the other in this run. Prints a table and
-writes benchmarks/results/bench_teacher.json. The ratio is the figure to read: these machines
-are noisy, absolute numbers less so.
+Every candidate trains PPO on the same env for the same number of agent steps, each in its
+own process (so each memory peak is its own), one after the other in this run: plain SB3 PPO
+with zoo settings, train_visual_rl.py with the zoo preset (``atari``: NatureCNN, 4 epochs), the
+shipped CPU preset (``atari-cpu``: SmallCNN) and variants of it. Prints a table and writes
+benchmarks/results/bench_teacher.json. The ratios are the figures to read: these machines are
+noisy, absolute numbers less so.
 
-    python benchmarks/bench_teacher.py --env ALE/Pong-v5 -n 8192
+    python benchmarks/bench_teacher.py --env PongNoFrameskip-v4 -n 8192
 """
 
 from __future__ import annotations
@@ -24,10 +26,26 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def worker_ours(env_id: str, n: int, device: str) -> dict:
+#: name -> (preset, hyperparameter overrides) for train_visual_rl.py; "sb3" is plain SB3.
+CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sb3": ("", ()),
+    "zoo": ("atari", ()),
+    "cpu": ("atari-cpu", ()),
+    "cpu-2-epochs": ("atari-cpu", ("n_epochs:2",)),
+    "cpu-16-envs": ("atari-cpu", ("n_steps:64",)),
+}
+LABELS = {"sb3": "plain SB3 PPO, zoo settings", "zoo": "ours, preset atari (zoo)",
+          "cpu": "ours, preset atari-cpu (shipped)", "cpu-2-epochs": "atari-cpu, 2 epochs",
+          "cpu-16-envs": "atari-cpu, 16 envs x 64 steps"}
+
+
+def worker_ours(env_id: str, n: int, device: str, kind: str) -> dict:
     from diffses.teacher import TeacherConfig, run
+    preset, overrides = CANDIDATES[kind]
+    n_envs = 16 if kind == "cpu-16-envs" else None
     with tempfile.TemporaryDirectory() as runs:
         result = run(TeacherConfig(env=env_id, n_timesteps=n, runs_dir=runs, device=device,
+                                   preset=preset, hyperparams=overrides, n_envs=n_envs,
                                    eval_freq=0, final_eval_episodes=0, checkpoint_freq=10**9,
                                    progress=False))
         summary = result.manifest["summary"]
@@ -58,24 +76,26 @@ def worker_sb3(env_id: str, n: int, device: str) -> dict:
 
 
 def child(kind: str, env_id: str, n: int, device: str) -> None:
-    out = (worker_ours if kind == "ours" else worker_sb3)(env_id, n, device)
+    out = worker_sb3(env_id, n, device) if kind == "sb3" else worker_ours(env_id, n, device, kind)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print("RESULT " + json.dumps(out))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="ALE/Pong-v5")
+    parser.add_argument("--env", default="PongNoFrameskip-v4")
     parser.add_argument("-n", "--n-timesteps", type=int, default=8192)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_teacher.json"))
-    parser.add_argument("--child", choices=("ours", "sb3"), help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="*", choices=tuple(CANDIDATES), default=list(CANDIDATES),
+                        help="candidates to run (default: all)")
+    parser.add_argument("--child", choices=tuple(CANDIDATES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.env, args.n_timesteps, args.device)
         return
     rows = {}
-    for kind in ("sb3", "ours"):
+    for kind in args.only:
         proc = subprocess.run([sys.executable, __file__, "--child", kind, "--env", args.env,
                                "-n", str(args.n_timesteps), "--device", args.device],
                               capture_output=True, text=True, cwd=ROOT)
@@ -85,17 +105,17 @@ def main() -> None:
         row = json.loads(line[len("RESULT "):])
         row["steps_per_s"] = round(row["steps"] / row["seconds"], 1)
         rows[kind] = row
-    ratio = rows["ours"]["steps_per_s"] / rows["sb3"]["steps_per_s"]
-    print(f"\nPPO CnnPolicy on {args.env}, {args.n_timesteps} agent steps, 8 envs, "
-          f"device {args.device}, {platform.processor() or platform.machine()}")
-    print(f"{'setup':<34}{'steps/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
-    names = {"sb3": "plain SB3 PPO, zoo settings", "ours": "train_visual_rl.py defaults"}
+    base = "zoo" if "zoo" in rows else next(iter(rows))
+    for row in rows.values():
+        row["ratio_to_" + base] = round(row["steps_per_s"] / rows[base]["steps_per_s"], 3)
+    print(f"\nPPO on {args.env}, {args.n_timesteps} agent steps each, device {args.device}, "
+          f"{platform.processor() or platform.machine()}")
+    print(f"{'setup':<34}{'steps/s':>10}{'seconds':>10}{'peak RSS MB':>14}{'/ ' + base:>10}")
     for kind, row in rows.items():
-        print(f"{names[kind]:<34}{row['steps_per_s']:>10}{row['seconds']:>10}"
-              f"{row['peak_rss_mb']:>14}")
-    print(f"ratio ours / plain SB3: {ratio:.3f}")
+        print(f"{LABELS[kind]:<34}{row['steps_per_s']:>10}{row['seconds']:>10}"
+              f"{row['peak_rss_mb']:>14}{row['ratio_to_' + base]:>10}")
     result = {"env": args.env, "n_timesteps": args.n_timesteps, "device": args.device,
-              "rows": rows, "ratio": round(ratio, 3)}
+              "baseline": base, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -76,6 +76,12 @@ def resolve_env(env_id: str) -> EnvSpec:
                     f"PongNoFrameskip-v4; Retro ids like Airstriker-Genesis-v0.")
 
 
+def same_game(a: str, b: str) -> bool:
+    """Whether two env ids run the same game (``ALE/Pong-v5`` and ``PongNoFrameskip-v4`` do:
+    the same ROM and frames, other frame skips and sticky actions)."""
+    return a == b or resolve_env(a).game.lower() == resolve_env(b).game.lower()
+
+
 def check_retro_rom(game: str) -> None:
     """Raise a :class:`UserError` with the import command when a Retro game has no ROM."""
     import stable_retro

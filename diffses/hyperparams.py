@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import yaml
 
 from diffses.errors import UserError
+from diffses.networks import resolve_policy_kwargs
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "hyperparams" / "ppo.yml"
 #: Keys the zoo format allows beside PPO's own keyword arguments.
@@ -38,16 +39,37 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def preset_key(table: dict[str, Any], env_id: str, backend: str, preset: str = "auto",
+               device: str = "cpu") -> str:
+    """The entry of ``table`` to use.
+
+    ``preset`` names an entry, or is ``auto``: the exact env id, else the family's CPU preset
+    (``atari-cpu``/``retro-cpu``) on a CPU device, else the family (``atari``/``retro``), else
+    ``default``.
+    """
+    if preset != "auto":
+        if preset not in table:
+            raise UserError(f"unknown hyperparameter preset '{preset}': the file has "
+                            f"{', '.join(map(str, table))}")
+        return preset
+    family = "atari" if backend == "ale" else "retro"
+    cpu = [f"{family}-cpu"] if not device.startswith("cuda") else []
+    for key in (env_id, *cpu, family, "default"):
+        if key in table:
+            return key
+    raise UserError(f"the hyperparameters file has no entry for {env_id}, {family} or default")
+
+
 def load_hyperparams(env_id: str, backend: str, overrides: dict[str, Any] | None = None,
-                     path: str | Path = DEFAULT_FILE) -> dict[str, Any]:
-    """The entry for ``env_id`` (else ``atari``/``retro``, else ``default``) with overrides."""
+                     path: str | Path = DEFAULT_FILE, preset: str = "auto",
+                     device: str = "cpu") -> tuple[str, dict[str, Any]]:
+    """(preset key, its entry with overrides applied); see :func:`preset_key`."""
     with open(path) as fh:
         table = yaml.safe_load(fh)
-    key = next(k for k in (env_id, "atari" if backend == "ale" else "retro", "default")
-               if k in table)
+    key = preset_key(table, env_id, backend, preset, device)
     params = dict(table[key])
     params.update(overrides or {})
-    return params
+    return key, params
 
 
 def split_hyperparams(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -67,6 +89,8 @@ def split_hyperparams(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
                 value = LinearSchedule(float(value[4:]))
             except ValueError:
                 raise UserError(f"bad schedule '{value}' for {key}: use lin_<number>") from None
+        if key == "policy_kwargs":
+            value = resolve_policy_kwargs(value)
         ppo_kwargs[key] = value
     if "n_timesteps" in extras:
         extras["n_timesteps"] = int(float(extras["n_timesteps"]))

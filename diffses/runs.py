@@ -181,7 +181,8 @@ def find_runs(runs_dir: str | Path, stage: str, env_id: str | None = None,
 
 def resolve_run(ref: str | Path, stage: str, runs_dir: str | Path = "runs",
                 env_id: str | None = None, complete_only: bool = True) -> Run:
-    """A run folder path, or ``latest``: the newest complete run of ``stage`` (and env)."""
+    """A run folder path (or a file in one), or ``latest``: the newest complete run of
+    ``stage`` (and env)."""
     if str(ref) == "latest":
         runs = find_runs(runs_dir, stage, env_id, complete_only)
         if not runs:
@@ -192,4 +193,6 @@ def resolve_run(ref: str | Path, stage: str, runs_dir: str | Path = "runs",
     path = Path(ref)
     if not path.exists():
         raise UserError(f"run folder {path} does not exist")
+    if path.is_file() and (path.parent / MANIFEST).is_file():
+        path = path.parent  # a file of a run folder, e.g. a shipped teacher's model.zip
     return Run.load(path, stage)

@@ -43,6 +43,9 @@ class TeacherConfig:
     hyperparams: tuple[str, ...] = arg((), "overrides as key:value, e.g. n_steps:64 "
                                        "learning_rate:lin_1e-4")
     hyperparams_file: str = arg(str(DEFAULT_FILE), "rl-zoo style yaml of PPO hyperparameters")
+    preset: str = arg("auto", "entry of the hyperparameters file: auto (the env id's entry, "
+                              "else atari-cpu/retro-cpu on a CPU, else atari/retro), or a key "
+                              "such as atari (the rl-zoo setting) or atari-cpu")
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("ppo", "run name, part of the run folder's name")
     resume: str | None = arg(None, "continue a run (its folder, or 'latest') from its newest "
@@ -119,7 +122,7 @@ def resolve_config(cfg: TeacherConfig) -> tuple[TeacherConfig, Run | None]:
                                                           dataclasses.fields(TeacherConfig)}}
     stored["hyperparams"] = tuple(stored.get("hyperparams", ()))
     stored.update(resume=str(run.path), device=cfg.device, progress=cfg.progress,
-                  runs_dir=cfg.runs_dir)
+                  runs_dir=cfg.runs_dir, preset=run.manifest.get("preset", "auto"))
     if cfg.n_timesteps is not None:
         stored["n_timesteps"] = cfg.n_timesteps
     return TeacherConfig(**stored), run
@@ -136,7 +139,8 @@ def run(cfg: TeacherConfig) -> Run:
     spec = resolve_env(cfg.env)
     device = resolve_device(cfg.device)
     overrides = parse_overrides(cfg.hyperparams)
-    hyper = load_hyperparams(spec.env_id, spec.backend, overrides, cfg.hyperparams_file)
+    preset, hyper = load_hyperparams(spec.env_id, spec.backend, overrides, cfg.hyperparams_file,
+                                     cfg.preset, device)
     if cfg.n_envs is not None:
         hyper["n_envs"] = cfg.n_envs
     if cfg.n_timesteps is not None:
@@ -152,6 +156,7 @@ def run(cfg: TeacherConfig) -> Run:
         run_ = resumed
         run_.manifest["config"] = jsonable(cfg)
         run_.manifest["status"] = "running"
+    run_.manifest["preset"] = preset
     run_.manifest["hyperparams"] = hyper
     run_.manifest["device"] = device
     run_.save()
@@ -189,7 +194,7 @@ def run(cfg: TeacherConfig) -> Run:
         t0 = time.perf_counter()
         if remaining > 0:
             print(f"[teacher] {spec.env_id}: training {start} -> {total} agent steps "
-                  f"on {device}, {n_envs} envs; run folder {path}")
+                  f"on {device}, {n_envs} envs, preset {preset}; run folder {path}")
             model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
                         reset_num_timesteps=ckpt is None, tb_log_name="PPO",
                         progress_bar=cfg.progress)

@@ -109,6 +109,7 @@ def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Pa
         if env_id is None:
             raise UserError("the ocatari detector needs the env id")
         return OcatariDetector(env_id, hud=hud)
+    from diffses.envs import same_game
     from space.model import SpaceDetector
     if Path(ref).is_file():
         detector = SpaceDetector.load(ref, device=device)
@@ -119,6 +120,6 @@ def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Pa
         detector = SpaceDetector.load(run.path / "checkpoint.pt", device=device,
                                       name=str(run.path))
         trained_on = run.env_id
-    if env_id is not None and trained_on is not None and trained_on != env_id:
+    if env_id is not None and trained_on is not None and not same_game(trained_on, env_id):
         raise UserError(f"detector {ref} was trained on {trained_on}, not {env_id}")
     return detector

@@ -1,0 +1,138 @@
+"""Ship a trained teacher: a policy-only ``model.zip`` beside a sidecar ``manifest.json``.
+
+The shipped folder is a teacher run folder in miniature, so every stage that takes
+``--teacher RUN`` takes it (``--teacher pretrained/pong_teacher``): env id, preprocessing and
+hyperparameters come from its manifest. The folder also holds the learning curve and the
+greedy evaluation over seeded episodes; no path of the training machine is written into it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffses.cli import arg
+from diffses.curves import plot_learning_curves, read_curve
+from diffses.errors import UserError
+from diffses.io import atomic_write_bytes, atomic_write_json, sha256_file
+from diffses.play import play_episodes
+from diffses.runs import MANIFEST, Run, git_commit, package_versions, resolve_run
+from diffses.teacher import STAGE, load_teacher
+
+MODEL = "model.zip"
+CURVE = "learning_curve.png"
+
+
+@dataclass(frozen=True)
+class ShipTeacherConfig:
+    """Export a teacher run as a shipped teacher: policy-only model.zip (no optimizer state),
+    manifest.json with the training command, steps, wall-clock and a greedy evaluation over
+    seeded episodes, and learning_curve.png."""
+
+    out: str = arg(help="folder to write, e.g. pretrained/pong_teacher")
+    teacher: str = arg("latest", "teacher run folder, or 'latest'")
+    which: str = arg("model", "the run's final model or its best evaluated one",
+                     choices=("model", "best"))
+    episodes: int = arg(10, "greedy evaluation episodes, one per seed")
+    seed: int = arg(1000, "first evaluation seed (episodes use seed, seed+1, ...)")
+    max_steps: int | None = arg(None, "cap on agent steps per evaluation episode")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+    overwrite: bool = arg(False, "replace a folder that already holds a shipped teacher")
+
+    def __post_init__(self) -> None:
+        if self.episodes <= 0:
+            raise UserError("--episodes must be positive")
+
+
+def training_command(run_: Run) -> str:
+    """The ``train_visual_rl.py`` command that reproduces a run, without machine paths."""
+    cfg = run_.config
+    parts = ["train_visual_rl.py", "--env", run_.env_id, "-n",
+             str(run_.manifest["summary"].get("timesteps", cfg.get("n_timesteps"))),
+             "--seed", str(cfg["seed"]), "--preset", run_.manifest.get("preset", "auto")]
+    if cfg.get("n_envs") is not None:
+        parts += ["--n-envs", str(cfg["n_envs"])]
+    if cfg.get("hyperparams"):
+        parts += ["--hyperparams", *cfg["hyperparams"]]
+    return shlex.join(parts)
+
+
+def policy_only_bytes(model: Any) -> bytes:
+    """The model as SB3 zip bytes with a fresh (empty) optimizer state and no log path."""
+    policy = model.policy
+    policy.optimizer = policy.optimizer_class(policy.parameters(), lr=1e-4,
+                                              **policy.optimizer_kwargs)
+    model.tensorboard_log = None
+    buf = io.BytesIO()
+    model.save(buf)
+    return buf.getvalue()
+
+
+def run(cfg: ShipTeacherConfig) -> Path:
+    """Write the shipped teacher folder; returns it."""
+    source = resolve_run(cfg.teacher, STAGE, cfg.runs_dir)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    if (out / MANIFEST).exists() and not cfg.overwrite:
+        raise UserError(f"{out} already holds a shipped teacher; pass --overwrite to replace it")
+    model = load_teacher(source, "cpu", cfg.which)
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
+    print(f"[ship] evaluating {source.path.name} ({cfg.which}) greedily on seeds "
+          f"{seeds[0]}..{seeds[-1]}")
+    returns = play_episodes(source, seeds, lambda: lambda obs, info: int(
+        model.predict(obs, deterministic=True)[0][0]), {}, cfg.max_steps)
+    atomic_write_bytes(out / MODEL, policy_only_bytes(model))
+    outputs = {MODEL: sha256_file(out / MODEL)}
+    summary = source.manifest["summary"]
+    curve_facts: dict[str, Any] = {}
+    try:
+        curve = read_curve(source.path)
+    except UserError as err:
+        print(f"[ship] no learning curve: {err}")
+    else:
+        plot_learning_curves([(source.env_id, source.path)], out / CURVE,
+                             title=f"{source.env_id} teacher, preset "
+                                   f"{source.manifest.get('preset')}")
+        outputs[CURVE] = sha256_file(out / CURVE)
+        curve_facts = {"wall_clock_minutes": round(curve.seconds[-1] / 60, 1),
+                       "final_train_return": round(curve.values[-1], 2)}
+    manifest = {
+        "stage": STAGE,
+        "env_id": source.env_id,
+        "name": out.name,
+        "seed": source.manifest["seed"],
+        "status": "complete",
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": training_command(source),
+        "preset": source.manifest.get("preset"),
+        "hyperparams": source.manifest["hyperparams"],
+        "device": source.manifest.get("device"),
+        "git_commit": source.manifest.get("git_commit"),
+        "packages": source.manifest.get("packages"),
+        "exported": {"from_run": source.path.name, "which": cfg.which,
+                     "git_commit": git_commit(), "packages": package_versions()},
+        "config": {k: v for k, v in source.config.items()
+                   if k not in {"runs_dir", "resume", "hyperparams_file", "progress"}},
+        "inputs": {},
+        "outputs": outputs,
+        "summary": {
+            "timesteps": int(model.num_timesteps),
+            **curve_facts,
+            "train_seconds": summary.get("train_seconds"),
+            "steps_per_second": summary.get("steps_per_second"),
+            "eval": {"seeds": seeds, "returns": returns, "mean": float(np.mean(returns)),
+                     "std": float(np.std(returns)), "deterministic": True,
+                     "max_steps": cfg.max_steps},
+        },
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    print(f"[ship] {out}: {len(returns)} greedy games {np.mean(returns):+.2f} +/- "
+          f"{np.std(returns):.2f}; model {(out / MODEL).stat().st_size / 1e6:.1f} MB")
+    return out
