@@ -25,11 +25,12 @@ from diffses.cli import arg
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.io import atomic_write_text
-from diffses.policy import POLICY, SymbolicPolicy, evaluate, from_gplearn
+from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
 from diffses.schema import Dataset, load_dataset
 from diffses.utils import seed_everything
 from see import operators as ops
+from see.tree import evaluate, from_gplearn
 
 STAGE = "distill"
 MODES = ("auto", "classifier", "regressor")

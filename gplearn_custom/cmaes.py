@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 import cma
 import numpy as np
 
-from gplearn_custom.forest import Forest, Token, constants, with_constants
+from gplearn_custom.forest import constants, with_constants
+from see.tree import Forest, Token
 
 #: ``score_many(forests, seeds) -> [(returns, env_steps), ...]``, one entry per forest.
 ScoreMany = Callable[[list[Forest], list[int]], list[tuple[list[float], int]]]

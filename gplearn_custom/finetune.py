@@ -30,7 +30,7 @@ from diffses.errors import UserError
 from diffses.io import atomic_write_bytes, atomic_write_text
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent, evaluate_side_by_side, play_episodes
-from diffses.policy import POLICY, SymbolicPolicy, softmax
+from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import MANIFEST, Run, resolve_run
 from diffses.schema import Dataset, load_dataset
 from diffses.utils import resolve_device, seed_everything
@@ -43,6 +43,7 @@ from gplearn_custom.parallel import WorkerPool
 from gplearn_custom.ppo import ConstantPPO, PPOConfig, one_thread
 from gplearn_custom.tuning import OPTIMIZERS, ConstantTuner
 from see import operators as ops
+from see.tree import Forest, logits, softmax
 from space.detection import load_detector
 
 STAGE = "finetune"
@@ -314,12 +315,12 @@ class Logger:
         self.writer.close()
 
 
-def policy_entropy(policy: SymbolicPolicy, trees: fo.Forest, X: np.ndarray | None
+def policy_entropy(policy: SymbolicPolicy, trees: Forest, X: np.ndarray | None
                    ) -> float | None:
     """Mean entropy (nats) of the forest's softmax over the dataset's states."""
     if X is None or not len(X):
         return None
-    p = softmax(fo.logits(trees, X))
+    p = softmax(logits(trees, X))
     return float(-(p * np.log(np.clip(p, 1e-300, 1.0))).sum(axis=1).mean())
 
 
@@ -330,7 +331,7 @@ def _save_torch(path: Path, state: dict[str, Any]) -> None:
 
 
 def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
-           tuner: ConstantTuner, X: np.ndarray | None) -> tuple[fo.Forest, dict[str, Any]]:
+           tuner: ConstantTuner, X: np.ndarray | None) -> tuple[Forest, dict[str, Any]]:
     """GP from the policy; the best forest and a summary."""
     policy = inputs.policy
     function_set = tuple(cfg.function_set or policy.function_set or ops.DEFAULT_FUNCTION_SET)
@@ -372,7 +373,7 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
 
 def gradient(cfg: FinetuneConfig, inputs: Inputs, run_: Run, pool: WorkerPool,
              tune_env: Callable[[int], Any], X: np.ndarray | None
-             ) -> tuple[fo.Forest, dict[str, Any]]:
+             ) -> tuple[Forest, dict[str, Any]]:
     """PPO or CMA-ES on the constants of the policy's fixed structure."""
     policy = inputs.policy
     if not fo.constants(policy.trees):
@@ -386,7 +387,7 @@ def gradient(cfg: FinetuneConfig, inputs: Inputs, run_: Run, pool: WorkerPool,
         tuner: Any = ConstantPPO(policy.trees, tune_env, cfg.ppo_config(), cfg.seed, device)
         total, unit = cfg.ppo_config().total_updates, "update"
     else:
-        def score_many(forests: list[fo.Forest], seeds: list[int]
+        def score_many(forests: list[Forest], seeds: list[int]
                        ) -> list[tuple[list[float], int]]:
             return [(s.returns, s.env_steps) for s in pool.score(forests, seeds[0])]
         tuner = ConstantCMAES(policy.trees, score_many, cfg.cmaes_config(), cfg.seed)

@@ -15,7 +15,8 @@ import gymnasium as gym
 import numpy as np
 
 from gplearn_custom.envs import EnvFactory
-from gplearn_custom.forest import Token, cross_entropy, logits
+from gplearn_custom.forest import cross_entropy
+from see.tree import Token, logits
 
 KINDS = ("imitation", "reward", "mixed")
 

@@ -1,7 +1,7 @@
 """Forests of prefix expression trees: random generation, genetic variations, constants.
 
-A tree is a list of prefix tokens as in ``policy.json`` (``{"f": "add"}``, ``{"x": 3}``,
-``{"c": 0.38}``); a forest is one tree per action, whose values are the action logits.
+Trees and forests are those of :mod:`see.tree` (prefix tokens as in ``policy.json``; one tree
+per action, whose values are the action logits).
 Every variation takes a ``numpy.random.Generator`` and returns new lists: inputs are never
 modified, so individuals may share trees safely.
 """
@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from diffses.policy import evaluate
 from see import operators as ops
-
-Token = dict[str, Any]
-Tree = list[Token]
-Forest = list[Tree]
+from see.tree import Forest, Token, Tree, fold
 
 INIT_METHODS = ("half and half", "grow", "full")
 #: Probability that a crossover or mutation point is an operator node (Koza's 90/10 rule).
@@ -38,14 +34,7 @@ def subtree_end(tree: Sequence[Token], start: int) -> int:
 
 def depth(tree: Sequence[Token]) -> int:
     """The number of levels of a tree (a single terminal has depth 1)."""
-    stack: list[int] = []
-    for tok in reversed(tree):
-        if "f" in tok:
-            children = [stack.pop() for _ in range(ops.get(tok["f"]).arity)]
-            stack.append(1 + max(children))
-        else:
-            stack.append(1)
-    return stack[0]
+    return fold(tree, lambda tok: 1, lambda op, children: 1 + max(children))
 
 
 def random_terminal(rng: np.random.Generator, n_features: int,
@@ -165,11 +154,6 @@ def size(forest: Sequence[Sequence[Token]]) -> int:
 def key(forest: Sequence[Sequence[Token]]) -> str:
     """A canonical string for a forest (equal forests, equal keys)."""
     return json.dumps(forest, sort_keys=True, separators=(",", ":"))
-
-
-def logits(forest: Sequence[Sequence[Token]], X: np.ndarray) -> np.ndarray:
-    """(N, F) features -> (N, A) logits, through :func:`diffses.policy.evaluate`."""
-    return np.stack([evaluate(tree, X) for tree in forest], axis=1)
 
 
 def cross_entropy(logit_values: np.ndarray, actions: np.ndarray) -> float:

@@ -39,10 +39,10 @@ import numpy as np
 from diffses.io import atomic_write_json
 from gplearn_custom import forest as fo
 from gplearn_custom.fitness import FitnessSpec, Score
-from gplearn_custom.forest import Forest, Token
 from gplearn_custom.parallel import WorkerPool
 from gplearn_custom.tuning import ConstantTuner
 from see import operators as ops
+from see.tree import Forest, Token
 
 CHECKPOINT_FORMAT = "gplearn-custom-checkpoint/1"
 

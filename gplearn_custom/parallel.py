@@ -16,8 +16,8 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from gplearn_custom.fitness import Evaluator, FitnessSpec, Score
-from gplearn_custom.forest import Forest
 from gplearn_custom.tuning import ConstantTuner
+from see.tree import Forest
 
 _WORKER: dict[str, Any] = {}
 

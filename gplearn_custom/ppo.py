@@ -27,8 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gplearn_custom.envs import EnvFactory
-from gplearn_custom.forest import Forest, Token
 from gplearn_custom.torch_forest import TorchForest
+from see.tree import Forest, Token
 
 #: Logits are clamped to +-LOGIT_LIMIT in the loss (a "never" tree is a constant -1e6).
 LOGIT_LIMIT = 1e6

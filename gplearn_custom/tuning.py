@@ -13,8 +13,9 @@ from typing import Any, Sequence
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
 from gplearn_custom.envs import EnvFactory
 from gplearn_custom.fitness import play
-from gplearn_custom.forest import Forest, Token, constants
+from gplearn_custom.forest import constants
 from gplearn_custom.ppo import PPOConfig, one_thread, train_constants
+from see.tree import Forest, Token
 
 OPTIMIZERS = ("ppo", "cmaes")
 

@@ -1,6 +1,9 @@
-"""Operators and object relations for symbolic policies, in numpy, torch and sympy forms.
+"""The expression language of symbolic policies, a leaf package (it imports no other package
+of this project).
 
-See :mod:`see.operators` for the table, the semantics of each operator and the gplearn adapters.
+:mod:`see.operators` is the table of operators and object relations in numpy, torch and sympy
+forms, with their semantics and the gplearn adapters; :mod:`see.tree` is the expression tree
+(prefix tokens, checks, evaluation, readable forms, sympy, plain Python, gplearn programs).
 """
 
 from see.operators import (

@@ -21,7 +21,8 @@ import numpy as np
 
 from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
-from gplearn_custom.forest import Forest, logits, with_constants
+from gplearn_custom.forest import with_constants
+from see.tree import Forest, logits
 
 LAYOUT = FeatureLayout(type_names={0: "paddle", 1: "ball"}, slots={0: 1, 1: 1},
                        frame_size=(100, 100))

@@ -16,9 +16,10 @@ from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.perception import Perception
 from diffses.play import evaluate_side_by_side
-from diffses.policy import SymbolicPolicy, evaluate, infix
+from diffses.policy import SymbolicPolicy
 from diffses.schema import load_dataset
 from planted import planted_dataset, write_planted
+from see.tree import evaluate, infix
 from space.detection import OcatariDetector
 
 SMALL = dict(population_size=500, generations=10, runs_dir="unused")

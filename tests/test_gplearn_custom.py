@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import objenv
-from diffses.policy import check_tree, evaluate
 from gplearn_custom import forest as fo
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
 from gplearn_custom.fitness import Evaluator, FitnessSpec, play
@@ -19,18 +18,19 @@ from gplearn_custom.ppo import ConstantPPO, PPOConfig, train_constants
 from gplearn_custom.torch_forest import TorchForest
 from gplearn_custom.tuning import ConstantTuner
 from see import operators as ops
+from see.tree import Forest, check_tree, logits
 
 SMOOTH = ("add", "sub", "mul", "div", "neg", "square", "tanh", "sigmoid")
 GAMES = list(range(500, 510))  # evaluation games, apart from the ones training plays
 
 
 def random_forest(rng: np.random.Generator, function_set, n_features: int = 6,
-                  n_trees: int = 3) -> fo.Forest:
+                  n_trees: int = 3) -> Forest:
     return [fo.random_tree(rng, function_set, n_features, (2, 5), "half and half", (-3, 3))
             for _ in range(n_trees)]
 
 
-def greedy_return(trees: fo.Forest) -> float:
+def greedy_return(trees: Forest) -> float:
     return float(np.mean(play(trees, objenv.make_env(), GAMES)[0]))
 
 
@@ -43,7 +43,7 @@ def test_torch_forest_equals_numpy_on_random_forests():
         trees = random_forest(rng, names)
         module = TorchForest(trees)
         out = module(torch.from_numpy(X)).detach().numpy()
-        expected = np.stack([evaluate(t, X) for t in trees], axis=1)
+        expected = logits(trees, X)
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
         assert module.trees() == trees
         assert module.constants.numel() == len(fo.constants(trees))
@@ -127,8 +127,8 @@ def test_imitation_fitness_is_the_cross_entropy_to_the_teacher():
     best, off = Evaluator(spec)(objenv.BEST), Evaluator(spec)(objenv.perturbed(0.0))
     assert best.agreement == 1.0 and off.agreement < 0.8
     assert best.fitness == -best.cross_entropy > off.fitness
-    logits = fo.logits(objenv.BEST, X)
-    expected = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits),
+    values = logits(objenv.BEST, X)
+    expected = float(torch.nn.functional.cross_entropy(torch.from_numpy(values),
                                                        torch.from_numpy(actions)))
     assert best.cross_entropy == pytest.approx(expected, rel=1e-9)
 
@@ -157,7 +157,7 @@ def test_teacher_loss_alone_makes_the_forest_agree_with_the_teacher():
     assert history[0].agreement < 0.6 and history[-1].agreement > 0.9
     assert history[-1].expert_loss < history[0].expert_loss
     X = np.random.default_rng(0).uniform(0, 1, size=(500, objenv.LAYOUT.size))
-    agree = (fo.logits(trees, X).argmax(1) == fo.logits(objenv.BEST, X).argmax(1)).mean()
+    agree = (logits(trees, X).argmax(1) == logits(objenv.BEST, X).argmax(1)).mean()
     assert agree > 0.85
 
 

@@ -14,6 +14,7 @@ from gplearn.genetic import SymbolicRegressor
 
 import see
 from see import DIV_EPS, LIMIT, OPERATORS, Operator
+from see.tree import evaluate, evaluate_torch, fold, from_gplearn
 
 NAMES = see.all_names()
 
@@ -245,40 +246,6 @@ def test_new_table_entry_is_picked_up(monkeypatch: pytest.MonkeyPatch) -> None:
         see.get("half")
 
 
-def program_tokens(program: list) -> list[dict]:
-    """A gplearn program as policy.json prefix tokens."""
-    return [{"f": node.name} if isinstance(node, _Function)
-            else {"x": node} if isinstance(node, int) else {"c": node} for node in program]
-
-
-def evaluate(tokens: list[dict], leaf, form: str):
-    """Evaluate prefix tokens with one form of the table; ``leaf`` turns a token into a value."""
-    def walk(i: int):
-        token = tokens[i]
-        if "f" not in token:
-            return leaf(token), i + 1
-        op = see.get(token["f"])
-        args, i = [], i + 1
-        for _ in range(op.arity):
-            value, i = walk(i)
-            args.append(value)
-        return getattr(op, form)(*args), i
-
-    value, end = walk(0)
-    assert end == len(tokens)
-    return value
-
-
-def numpy_leaf(X: np.ndarray):
-    return lambda token: X[:, token["x"]] if "x" in token else token["c"]
-
-
-def torch_leaf(X: np.ndarray):
-    Xt = torch.from_numpy(X)
-    return lambda token: (Xt[:, token["x"]] if "x" in token
-                          else torch.tensor(token["c"], dtype=torch.float64))
-
-
 @pytest.fixture(scope="module")
 def planted() -> tuple[np.ndarray, np.ndarray]:
     X = np.random.default_rng(0).uniform(-1, 1, size=(200, 3))
@@ -293,9 +260,10 @@ def test_gplearn_recovers_planted_rule(planted) -> None:
                             function_set=see.gplearn_function_set(names))
     est.fit(X, y)
     np.testing.assert_allclose(est.predict(X), y, atol=1e-12)
-    tokens = program_tokens(est._program.program)
+    tokens = from_gplearn(est._program.program)
     x = sympy.symbols("x0:3")
-    formula = evaluate(tokens, lambda t: x[t["x"]] if "x" in t else sympy.Float(t["c"]), "sympy")
+    formula = fold(tokens, lambda t: x[t["x"]] if "x" in t else sympy.Float(t["c"]),
+                   lambda op, args: op.sympy(*args))
     np.testing.assert_allclose(sympy.lambdify(x, formula, modules="numpy")(*X.T), y, atol=1e-12)
     restored = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(restored.predict(X), est.predict(X))
@@ -309,12 +277,10 @@ def test_gplearn_programs_match_table_evaluation(planted) -> None:
     est.fit(X, y)
     used = set()
     for program in est._programs[-1]:
-        tokens = program_tokens(program.program)
+        tokens = from_gplearn(program.program)
         used |= {t["f"] for t in tokens if "f" in t}
         expected = program.execute(X)
-        ours = np.broadcast_to(evaluate(tokens, numpy_leaf(X), "numpy"), expected.shape)
-        np.testing.assert_array_equal(ours, expected)
-        ours_torch = np.broadcast_to(evaluate(tokens, torch_leaf(X), "torch").numpy(),
-                                     expected.shape)
+        np.testing.assert_array_equal(evaluate(tokens, X), expected)
+        ours_torch = evaluate_torch(tokens, torch.from_numpy(X)).numpy()
         np.testing.assert_allclose(ours_torch, expected, rtol=1e-9, atol=1e-12)
     assert used == set(NAMES)

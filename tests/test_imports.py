@@ -1,0 +1,72 @@
+"""The import graph between the project's packages: each package imports only the packages
+its entry in :data:`ALLOWED` names (read from the source with ``ast``, nested imports included).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+#: package -> the project packages it may import. ``see`` is a leaf; the core does not import
+#: the engine; the engine reads trees from ``see`` only.
+ALLOWED: dict[str, set[str]] = {
+    "see": set(),
+    "diffses": {"see", "space"},
+    "gplearn_custom": {"see"},
+    "space": {"diffses"},
+}
+
+#: module -> further packages it may import: the engine's Stage III, its perception env and the
+#: search checkpoint's atomic write use the core and the detector.
+EXCEPTIONS: dict[str, set[str]] = {
+    "gplearn_custom/finetune.py": {"diffses", "space"},
+    "gplearn_custom/envs.py": {"diffses", "space"},
+    "gplearn_custom/genetic.py": {"diffses"},
+}
+
+
+def imported_packages(path: Path) -> dict[str, int]:
+    """The project packages ``path`` imports, each with the line of its first import."""
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        else:
+            continue
+        for module in modules:
+            top = module.split(".")[0]
+            if top in ALLOWED:
+                found.setdefault(top, node.lineno)
+    return found
+
+
+def package_files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_it_may(package: str) -> None:
+    files = package_files(package)
+    assert files, f"no Python files under {package}/"
+    bad = []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        allowed = {package} | ALLOWED[package] | EXCEPTIONS.get(rel, set())
+        bad += [f"{rel}:{line} imports {top}"
+                for top, line in imported_packages(path).items() if top not in allowed]
+    assert not bad, "\n".join(bad)
+
+
+def test_exceptions_are_still_needed() -> None:
+    """An exception no module uses any more is removed, so the graph only tightens."""
+    for rel, extra in EXCEPTIONS.items():
+        package = rel.split("/")[0]
+        used = set(imported_packages(ROOT / rel)) - ALLOWED[package] - {package}
+        assert used == extra, f"{rel}: exception {sorted(extra)}, imports {sorted(used)}"
+
