@@ -98,14 +98,14 @@ def test_killed_run_resumes_to_requested_total(tmp_path):
 
 
 def test_hyperparams_lookup_and_overrides():
-    atari = load_hyperparams("ALE/Pong-v5", "ale")
+    atari = load_hyperparams("ALE/Pong-v5", "ale", preset="atari")[1]
     assert (atari["n_envs"], atari["n_steps"], atari["n_epochs"], atari["batch_size"]) == \
         (8, 128, 4, 256)
     assert atari["learning_rate"] == "lin_2.5e-4" and atari["clip_range"] == "lin_0.1"
-    retro = load_hyperparams("Airstriker-Genesis-v0", "retro")
+    retro = load_hyperparams("Airstriker-Genesis-v0", "retro")[1]
     assert retro["env_kwargs"]["clip_reward"] is False
     extras, ppo = split_hyperparams(load_hyperparams(
-        "ALE/Pong-v5", "ale", parse_overrides(["n_steps:64", "ent_coef:0.0"])))
+        "ALE/Pong-v5", "ale", parse_overrides(["n_steps:64", "ent_coef:0.0"]), preset="atari")[1])
     assert ppo["n_steps"] == 64 and ppo["ent_coef"] == 0.0 and extras["n_timesteps"] == 10**7
     assert isinstance(ppo["learning_rate"], LinearSchedule)
     assert ppo["learning_rate"](0.5) == pytest.approx(1.25e-4)
