@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from diffses.cli import arg
+from diffses.detection import load_detector
 from diffses.envs import env_info
 from diffses.errors import UserError
 from diffses.io import JsonListWriter, atomic_write_json
@@ -28,7 +29,6 @@ from diffses.schema import DATASET, meta_path, validate_record
 from diffses.teacher import STAGE as TEACHER_STAGE
 from diffses.teacher import load_teacher, teacher_env
 from diffses.utils import resolve_device, seed_everything
-from space.detection import load_detector
 
 STAGE = "dataset"
 

@@ -306,9 +306,9 @@ def resolve_dataset(ref: str, runs_dir: str) -> tuple[Dataset, Run | None]:
 
 def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset) -> dict[str, Any]:
     """Returns of the policy and the teacher on the same seeded games."""
+    from diffses.detection import load_detector
     from diffses.perception import Perception
     from diffses.play import evaluate_side_by_side
-    from space.detection import load_detector
     meta = data.meta or {}
     teacher_ref = cfg.teacher or meta.get("teacher_run")
     detector_ref = cfg.detector or meta.get("detector")

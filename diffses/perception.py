@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from diffses.detection import Detector
 from diffses.tracking import Tracker, TrackedObject
-from space.detection import Detector
 
 
 def to_schema(obj: TrackedObject) -> dict[str, Any]:

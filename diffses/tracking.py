@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from space.detection import Detection
+from diffses.detection import Detection
 
 
 @dataclass

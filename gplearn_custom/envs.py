@@ -21,6 +21,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from diffses.detection import load_detector
 from diffses.envs import reset_info
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent
@@ -93,7 +94,6 @@ def _teacher_model(path: str, device: str) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _detector(ref: str, env_id: str, runs_dir: str, device: str) -> Any:
-    from space.detection import load_detector
     return load_detector(ref, env_id=env_id, runs_dir=runs_dir, device=device)
 
 

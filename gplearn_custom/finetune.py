@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from diffses.cli import arg
+from diffses.detection import load_detector
 from diffses.distill import resolve_dataset
 from diffses.errors import UserError
 from diffses.io import atomic_write_bytes, atomic_write_text
@@ -44,7 +45,6 @@ from gplearn_custom.ppo import ConstantPPO, PPOConfig, one_thread
 from gplearn_custom.tuning import OPTIMIZERS, ConstantTuner
 from see import operators as ops
 from see.tree import Forest, logits, softmax
-from space.detection import load_detector
 
 STAGE = "finetune"
 SEARCHES = ("evolve", "gradient")

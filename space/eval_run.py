@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from diffses.detection import Detection, boxes_from_objects, ocatari_categories
 from diffses.envs import ocatari_game, resolve_env
 from diffses.errors import UserError
 from diffses.frames import encode_png
@@ -16,7 +17,6 @@ from diffses.io import atomic_write_bytes, atomic_write_json
 from diffses.runs import Run, resolve_run
 from space.config import SpaceConfig, load_config, to_dict
 from space.data import load_frames, select_records
-from space.detection import Detection, boxes_from_objects, ocatari_categories
 from space.evaluate import evaluate
 from space.model import SpaceDetector
 from space.train import FINAL, STAGE, Task, apply_threads, frames_run_for

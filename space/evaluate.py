@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from space.detection import Detection
+from diffses.detection import Detection
 
 
 def match(pred: Sequence[Detection], truth: Sequence[Detection], gate: float

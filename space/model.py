@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import RelaxedBernoulli
 
+from diffses.detection import Detection, Detector
 from diffses.errors import UserError
 from diffses.io import atomic_write_bytes
 from diffses.utils import resolve_device
 from space.config import LossConfig, ModelConfig, SpaceConfig, config_from, to_dict
 from space.data import preprocess, to_native
-from space.detection import Detection, Detector
 
 EPS = 1e-5
 

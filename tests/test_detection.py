@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffses.detection import Detection, OcatariDetector, load_detector
 from diffses.envs import make_env
 from diffses.errors import UserError
-from space.detection import Detection, OcatariDetector, load_detector
 from space.evaluate import evaluate, match
 
 

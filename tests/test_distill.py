@@ -11,6 +11,7 @@ import yaml
 
 from conftest import ROOT, run_cli
 from diffses.cli import from_yaml
+from diffses.detection import OcatariDetector
 from diffses.distill import DistillConfig, distil, run
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
@@ -20,7 +21,6 @@ from diffses.policy import SymbolicPolicy
 from diffses.schema import load_dataset
 from planted import planted_dataset, write_planted
 from see.tree import evaluate, infix
-from space.detection import OcatariDetector
 
 SMALL = dict(population_size=500, generations=10, runs_dir="unused")
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli, tiny_teacher_config
+from diffses.detection import OcatariDetector
 from diffses.distill import DistillConfig, distil
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent, play_episodes
@@ -24,7 +25,6 @@ from gplearn_custom import forest as fo
 from gplearn_custom.envs import PerceptionEnvFactory
 from gplearn_custom.finetune import FinetuneConfig, run
 from gplearn_custom.fitness import Evaluator, FitnessSpec
-from space.detection import OcatariDetector
 
 TINY = ("--n-envs", "1", "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1",
         "--max-steps", "40", "--eval-episodes", "1", "--eval-max-steps", "40",

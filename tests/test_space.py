@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
+from diffses.detection import load_detector
 from diffses.frames import FramesConfig, run as save_frames
 from space.config import SpaceConfig, config_from, load_config, to_dict
 from space.data import load_frames, load_inputs, select_records
-from space.detection import load_detector
 from space.main import main as space_main
 from space.model import (SpaceDetector, build_model, fit_types, read_checkpoint,
                          save_checkpoint, schedule)

@@ -16,6 +16,7 @@ from stable_baselines3.common.vec_env import VecFrameStack
 from conftest import ROOT, run_cli
 from diffses.dataset import DatasetConfig
 from diffses.dataset import run as build_dataset
+from diffses.detection import load_detector
 from diffses.distill import DistillConfig
 from diffses.distill import run as distill
 from diffses.envs import same_game
@@ -32,7 +33,6 @@ from diffses.teacher import load_teacher
 from gplearn_custom.finetune import FinetuneConfig
 from gplearn_custom.finetune import run as finetune
 from pixelcatch import PixelCatch
-from space.detection import load_detector
 
 SHIPPED_PONG = ROOT / "pretrained" / "pong_teacher"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from diffses.detection import Detection
 from diffses.tracking import Tracker
-from space.detection import Detection
 
 
 def det(x: float, y: float, typ: int = 0) -> Detection:

@@ -7,8 +7,9 @@ learned detectors, the ``z_what`` appearance code. Two backends:
 - ``ocatari``: OCAtari's RAM objects (perfect perception, for comparison). The env must be
   made with ``ground_truth=True`` so each step's ``info["objects"]`` holds them; type ids are
   the game's object categories in OCAtari's order, so an id always names the same category.
-- a SPACE run folder or checkpoint file: the trained detector (``space.model``), types from
-  k-means on z_what.
+- a SPACE run folder or checkpoint file: the trained detector, types from k-means on z_what;
+  it lives in the ``space`` package, which the core reaches only through
+  :func:`load_checkpoint`.
 
 ``load_detector`` picks the backend from a string; ``Detector.env_kwargs`` says what the env
 factory must add to ``info`` for it.
@@ -16,6 +17,7 @@ factory must add to ``info`` for it.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from diffses.errors import UserError
+from diffses.runs import resolve_run
 
 OCATARI = "ocatari"
+#: the learned detector's class, ``module:class``; see :func:`load_checkpoint`
+CHECKPOINT_BACKEND = "space.model:SpaceDetector"
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Detector(ABC):
     type_names: dict[int, str]
     #: keyword arguments :func:`diffses.envs.make_env` needs for this detector's inputs
     env_kwargs: dict[str, Any]
+    #: the env id a learned detector was trained on, when its checkpoint records it
+    env_id: str | None = None
 
     @abstractmethod
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
@@ -100,6 +107,21 @@ class OcatariDetector(Detector):
         return [boxes_from_objects(info["objects"], self.type_ids, self.hud) for info in infos]
 
 
+def load_checkpoint(path: str | Path, device: str = "auto", name: str | None = None
+                    ) -> Detector:
+    """The learned detector saved in checkpoint file ``path`` (``name`` for manifests, default
+    the path).
+
+    The backend, a :class:`Detector` subclass with a ``load(path, device=..., name=...)``
+    classmethod, is named by the string :data:`CHECKPOINT_BACKEND` and imported by that name
+    only here, when a checkpoint is read. So the detector package imports the core, the core
+    has no import statement for the detector package, and the two form no import cycle.
+    """
+    module, _, cls = CHECKPOINT_BACKEND.partition(":")
+    backend = getattr(importlib.import_module(module), cls)
+    return backend.load(path, device=device, name=name)
+
+
 def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Path = "runs",
                   device: str = "auto", hud: bool = False) -> Detector:
     """``ocatari`` (needs ``env_id``), a SPACE run folder / ``latest``, or a SPACE checkpoint
@@ -110,15 +132,13 @@ def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Pa
             raise UserError("the ocatari detector needs the env id")
         return OcatariDetector(env_id, hud=hud)
     from diffses.envs import same_game
-    from space.model import SpaceDetector
     if Path(ref).is_file():
-        detector = SpaceDetector.load(ref, device=device)
+        detector = load_checkpoint(ref, device=device)
         trained_on = detector.env_id
     else:
-        from diffses.runs import resolve_run
         run = resolve_run(ref, "space", runs_dir, env_id=env_id)
-        detector = SpaceDetector.load(run.path / "checkpoint.pt", device=device,
-                                      name=str(run.path))
+        detector = load_checkpoint(run.path / "checkpoint.pt", device=device,
+                                   name=str(run.path))
         trained_on = run.env_id
     if env_id is not None and trained_on is not None and not same_game(trained_on, env_id):
         raise UserError(f"detector {ref} was trained on {trained_on}, not {env_id}")
