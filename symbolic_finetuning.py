@@ -3,7 +3,7 @@
 import sys
 
 from diffses.cli import main
-from gplearn_custom.finetune import FinetuneConfig, run
+from diffses.finetune import FinetuneConfig, run
 
 if __name__ == "__main__":
     sys.exit(main(FinetuneConfig, run, prog="symbolic_finetuning.py"))

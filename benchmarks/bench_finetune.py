@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from diffses.distill import DistillConfig, distil  # noqa: E402
+from diffses.finetune import FinetuneConfig, run as finetune  # noqa: E402
 from diffses.io import atomic_write_json  # noqa: E402
 from diffses.schema import load_dataset  # noqa: E402
 from diffses.teacher import TeacherConfig  # noqa: E402
 from diffses.teacher import run as train  # noqa: E402
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES  # noqa: E402
-from gplearn_custom.finetune import FinetuneConfig, run as finetune  # noqa: E402
 from gplearn_custom.fitness import play  # noqa: E402
 from gplearn_custom.ppo import PPOConfig, train_constants  # noqa: E402
 

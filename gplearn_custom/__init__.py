@@ -3,12 +3,11 @@
 Forests (one prefix tree per action, as in policy.json) evolve with gplearn's parameters
 (:class:`GeneticForestSearch`); their constants become torch parameters (:class:`TorchForest`)
 trained by PPO with a soft teacher term (:class:`ConstantPPO`), or searched by CMA-ES
-(:class:`ConstantCMAES`); fitness is imitation, reward or both (:class:`FitnessSpec`).
-``gplearn_custom.finetune`` is Stage III (``symbolic_finetuning.py``).
+(:class:`ConstantCMAES`); fitness is imitation, reward or both (:class:`FitnessSpec`). The
+engine reads and writes no run folders: Stage III (:mod:`diffses.finetune`) drives it.
 """
 
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
-from gplearn_custom.envs import PerceptionEnv, PerceptionEnvFactory
 from gplearn_custom.fitness import Evaluator, FitnessSpec, Score
 from gplearn_custom.genetic import GeneticForestSearch, Individual
 from gplearn_custom.ppo import ConstantPPO, PPOConfig, train_constants
@@ -17,6 +16,5 @@ from gplearn_custom.tuning import ConstantTuner
 
 __all__ = [
     "CMAESConfig", "ConstantCMAES", "ConstantPPO", "ConstantTuner", "Evaluator", "FitnessSpec",
-    "GeneticForestSearch", "Individual", "PPOConfig", "PerceptionEnv", "PerceptionEnvFactory",
-    "Score", "TorchForest", "train_constants",
+    "GeneticForestSearch", "Individual", "PPOConfig", "Score", "TorchForest", "train_constants",
 ]

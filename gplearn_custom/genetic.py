@@ -21,8 +21,9 @@ the forest's node count) and one variation each, drawn with these probabilities:
 Like gplearn, ``generations`` counts generation 0. All random draws come from one generator
 seeded by ``random_state``; tuning tasks get their own seeds from it, and the fitness plays
 the same seeded games for every forest, so a seed reproduces a run whatever ``n_jobs`` is.
-The state after every generation can be written to a JSON checkpoint and a run resumed
-from it gives the same result as an uninterrupted one.
+The state after every generation can be written to a JSON checkpoint (by a writer the caller
+passes in; the pipeline's is atomic) and a run resumed from it gives the same result as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from diffses.io import atomic_write_json
 from gplearn_custom import forest as fo
 from gplearn_custom.fitness import FitnessSpec, Score
 from gplearn_custom.parallel import WorkerPool
@@ -45,6 +45,13 @@ from see import operators as ops
 from see.tree import Forest, Token
 
 CHECKPOINT_FORMAT = "gplearn-custom-checkpoint/1"
+#: ``write(path, state)`` writes a checkpoint's JSON-able state to ``path``.
+CheckpointWriter = Callable[[Path, dict[str, Any]], Any]
+
+
+def write_json(path: Path, state: dict[str, Any]) -> None:
+    """The default checkpoint writer: plain indented JSON (not atomic)."""
+    path.write_text(json.dumps(state, indent=2, default=str) + "\n")
 
 
 @dataclass
@@ -229,9 +236,9 @@ class GeneticForestSearch:
             "env_steps": self._env_steps, "seconds": round(seconds, 3),
         }
 
-    def _save(self, path: Path, generation: int, rng: np.random.Generator,
-              population: list[Individual]) -> None:
-        atomic_write_json(path, {
+    def _save(self, write: CheckpointWriter, path: Path, generation: int,
+              rng: np.random.Generator, population: list[Individual]) -> None:
+        write(path, {
             "format": CHECKPOINT_FORMAT, "generation": generation,
             "rng": rng.bit_generator.state, "env_steps": self._env_steps,
             "population": [ind.to_dict() for ind in population],
@@ -241,11 +248,11 @@ class GeneticForestSearch:
             seed_forest: Sequence[Sequence[Token]] | None = None,
             tuner: ConstantTuner | None = None,
             callback: Callable[[dict[str, Any], "GeneticForestSearch"], bool | None] | None
-            = None, checkpoint: str | Path | None = None, resume: bool = False
-            ) -> "GeneticForestSearch":
+            = None, checkpoint: str | Path | None = None, resume: bool = False,
+            write: CheckpointWriter = write_json) -> "GeneticForestSearch":
         """Evolve. ``callback(record, self)`` sees every generation's record and may return
-        False to stop; ``checkpoint`` is the JSON file written every ``checkpoint_every``
-        generations, which ``resume=True`` continues from when it exists.
+        False to stop; ``checkpoint`` is the JSON file ``write`` writes every
+        ``checkpoint_every`` generations, which ``resume=True`` continues from when it exists.
 
         After fitting: ``best_`` (the best individual seen, by raw fitness), ``population_``,
         ``history_`` (one record per generation); ``population_`` is current when the
@@ -274,7 +281,7 @@ class GeneticForestSearch:
                 self.population_ = population
                 start = 1
                 if path is not None:
-                    self._save(path, 0, rng, population)
+                    self._save(write, path, 0, rng, population)
                 if callback is not None and callback(record, self) is False:
                     return self
             for generation in range(start, self.generations):
@@ -298,7 +305,7 @@ class GeneticForestSearch:
                 self.population_ = population
                 last = generation == self.generations - 1
                 if path is not None and (last or generation % self.checkpoint_every == 0):
-                    self._save(path, generation, rng, population)
+                    self._save(write, path, generation, rng, population)
                 if callback is not None and callback(record, self) is False:
                     break
         self.population_ = population

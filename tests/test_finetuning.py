@@ -15,15 +15,15 @@ import pytest
 from conftest import ROOT, run_cli, tiny_teacher_config
 from diffses.detection import OcatariDetector
 from diffses.distill import DistillConfig, distil
+from diffses.finetune import FinetuneConfig, run
 from diffses.perception import Perception
+from diffses.perception_env import PerceptionEnvFactory
 from diffses.play import SymbolicAgent, play_episodes
 from diffses.policy import SymbolicPolicy
 from diffses.runs import Run
 from diffses.schema import load_dataset
 from diffses.teacher import run as train_teacher
 from gplearn_custom import forest as fo
-from gplearn_custom.envs import PerceptionEnvFactory
-from gplearn_custom.finetune import FinetuneConfig, run
 from gplearn_custom.fitness import Evaluator, FitnessSpec
 
 TINY = ("--n-envs", "1", "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1",

@@ -13,22 +13,15 @@ import pytest
 
 from conftest import ROOT
 
-#: package -> the project packages it may import. ``see`` is a leaf; the core does not import
-#: the engine or the detector (it loads a SPACE checkpoint by a module name string); the
-#: detector builds on the core only; the engine reads trees from ``see`` only.
+#: package -> the project packages it may import. ``see`` is a leaf; the engine reads trees
+#: from ``see`` only and touches no run folders; the core drives the engine and does not import
+#: the detector (it loads a SPACE checkpoint by a module name string); the detector builds on
+#: the core only.
 ALLOWED: dict[str, set[str]] = {
     "see": set(),
-    "diffses": {"see"},
     "gplearn_custom": {"see"},
+    "diffses": {"see", "gplearn_custom"},
     "space": {"diffses"},
-}
-
-#: module -> further packages it may import: the engine's Stage III, its perception env and the
-#: search checkpoint's atomic write use the core.
-EXCEPTIONS: dict[str, set[str]] = {
-    "gplearn_custom/finetune.py": {"diffses"},
-    "gplearn_custom/envs.py": {"diffses"},
-    "gplearn_custom/genetic.py": {"diffses"},
 }
 
 
@@ -82,19 +75,10 @@ def test_package_imports_only_what_it_may(package: str) -> None:
     bad = []
     for path in files:
         rel = path.relative_to(ROOT).as_posix()
-        allowed = {package} | ALLOWED[package] | EXCEPTIONS.get(rel, set())
+        allowed = {package} | ALLOWED[package]
         bad += [f"{rel}:{line} imports {top}"
                 for top, line in imported_packages(path).items() if top not in allowed]
     assert not bad, "\n".join(bad)
-
-
-def test_exceptions_are_still_needed() -> None:
-    """An exception no module uses any more is removed, so the graph only tightens."""
-    for rel, extra in EXCEPTIONS.items():
-        package = rel.split("/")[0]
-        used = set(imported_packages(ROOT / rel)) - ALLOWED[package] - {package}
-        assert used == extra, f"{rel}: exception {sorted(extra)}, imports {sorted(used)}"
-
 
 
 def test_no_module_imports_itself_back() -> None:

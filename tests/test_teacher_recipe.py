@@ -21,6 +21,8 @@ from diffses.distill import DistillConfig
 from diffses.distill import run as distill
 from diffses.envs import same_game
 from diffses.errors import UserError
+from diffses.finetune import FinetuneConfig
+from diffses.finetune import run as finetune
 from diffses.frames import FramesConfig
 from diffses.frames import run as save_frames
 from diffses.hyperparams import load_hyperparams, split_hyperparams
@@ -30,8 +32,6 @@ from diffses.pretrained import ShipTeacherConfig
 from diffses.pretrained import run as ship
 from diffses.runs import Run, resolve_run
 from diffses.teacher import load_teacher
-from gplearn_custom.finetune import FinetuneConfig
-from gplearn_custom.finetune import run as finetune
 from pixelcatch import PixelCatch
 
 SHIPPED_PONG = ROOT / "pretrained" / "pong_teacher"

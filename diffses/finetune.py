@@ -28,8 +28,9 @@ from diffses.cli import arg
 from diffses.detection import load_detector
 from diffses.distill import resolve_dataset
 from diffses.errors import UserError
-from diffses.io import atomic_write_bytes, atomic_write_text
+from diffses.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from diffses.perception import Perception
+from diffses.perception_env import PerceptionEnvFactory
 from diffses.play import SymbolicAgent, evaluate_side_by_side, play_episodes
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import MANIFEST, Run, resolve_run
@@ -37,7 +38,6 @@ from diffses.schema import Dataset, load_dataset
 from diffses.utils import resolve_device, seed_everything
 from gplearn_custom import forest as fo
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
-from gplearn_custom.envs import PerceptionEnvFactory
 from gplearn_custom.fitness import KINDS, FitnessSpec
 from gplearn_custom.genetic import GeneticForestSearch
 from gplearn_custom.parallel import WorkerPool
@@ -357,7 +357,8 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
     try:
         engine.fit(fitness, policy.layout.size, policy.n_actions, seed_forest=policy.trees,
                    tuner=tuner if cfg.p_gradient > 0 else None, callback=on_generation,
-                   checkpoint=ckpt, resume=cfg.resume is not None)
+                   checkpoint=ckpt, resume=cfg.resume is not None,
+                   write=atomic_write_json)
     finally:
         logger.close()
     history = engine.history_
