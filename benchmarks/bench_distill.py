@@ -58,8 +58,8 @@ def main() -> None:
               "tree_sizes": metrics["tree_sizes"], "mode": metrics["mode"]}
     print(f"\n{len(data.records)} records ({metrics['n_train']} train, "
           f"{metrics['n_validation']} validation), teacher action counts "
-          f"{metrics['teacher_action_share']}, GP population {cfg.population_size}, "
-          f"{cfg.generations} generations, mode {metrics['mode']}")
+          f"{metrics['teacher_action_share']}, GP population {cfg.gp.population_size}, "
+          f"{cfg.gp.generations} generations, mode {metrics['mode']}")
     print(f"{'model':<28}{'validation agreement':>22}")
     for name, value in rows.items():
         print(f"{name:<28}{value:>22.3f}")

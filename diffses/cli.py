@@ -1,22 +1,25 @@
 """Build an argparse CLI from a frozen config dataclass and run a stage with clean errors.
 
 Each field is declared with :func:`arg`, which carries its help text, short aliases and
-argparse details; the dataclass docstring becomes the description. Tests build the
-dataclass directly and call the stage's ``run(cfg)``.
+argparse details; the dataclass docstring becomes the description. A field declared with
+:func:`part` holds a parameter part declared once elsewhere (GP, PPO or CMA-ES parameters):
+its documented fields become options of their own (flat) names, which are the flags, the
+yaml keys and the keys of a manifest's config. Tests build the dataclass directly (flat
+names work there too, see :func:`composed`) and call the stage's ``run(cfg)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-import yaml
-
 from diffses.errors import UserError
+from diffses.io import read_yaml_mapping
 
 T = TypeVar("T")
 
@@ -31,68 +34,149 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", aliases: Sequence[st
     return dataclasses.field(default=default, metadata=meta)
 
 
+def part(default: Any, rename: dict[str, str] | None = None,
+         help: dict[str, str] | None = None) -> Any:
+    """A config field holding a parameter part (a frozen dataclass whose fields carry
+    ``metadata["help"]``). Each documented field of the part is an option named as the field
+    (or as ``rename`` says); ``default`` holds this stage's defaults and ``help`` replaces a
+    field's help text here."""
+    return dataclasses.field(default=default, metadata={
+        "part": True, "rename": rename or {}, "part_help": help or {}})
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of a config: a field of its own (``part`` None) or a field of a part."""
+
+    name: str
+    part: str | None
+    attr: str
+    hint: Any
+    default: Any
+    required: bool
+    help: str
+    aliases: tuple[str, ...] = ()
+    choices: Sequence[Any] | None = None
+    negative: str | None = None
+
+
+@functools.cache
+def options(cls: type) -> tuple[Option, ...]:
+    """The options of the config dataclass ``cls``, parts' options in the place of the part."""
+    hints = typing.get_type_hints(cls)
+    out: list[Option] = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta.get("part"):
+            sub_hints = typing.get_type_hints(type(f.default))
+            out += [Option(meta["rename"].get(sub.name, sub.name), f.name, sub.name,
+                           sub_hints[sub.name], getattr(f.default, sub.name), False,
+                           meta["part_help"].get(sub.name, sub.metadata["help"]),
+                           choices=sub.metadata.get("choices"))
+                    for sub in dataclasses.fields(f.default) if "help" in sub.metadata]
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        out.append(Option(f.name, None, f.name, hints[f.name], default, required,
+                          meta.get("help", ""), meta.get("aliases", ()), meta.get("choices"),
+                          meta.get("negative")))
+    names = [o.name for o in out]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise TypeError(f"{cls.__name__}: option(s) {', '.join(clash)} declared twice")
+    return tuple(out)
+
+
+def nest(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``cls`` from option names: a part's options replace fields of the
+    part (the one given in ``values``, else the stage's default); a bad value is a UserError."""
+    out = dict(values)
+    changes: dict[str, dict[str, Any]] = {}
+    for o in options(cls):
+        if o.part is not None and o.name in out:
+            changes.setdefault(o.part, {})[o.attr] = out.pop(o.name)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for name, change in changes.items():
+        try:
+            out[name] = dataclasses.replace(out.get(name, defaults[name]), **change)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    return out
+
+
+def composed(cls: type[T]) -> type[T]:
+    """Let a config dataclass with parts be built from option names as well:
+    ``DistillConfig(population_size=200)`` sets ``gp.population_size``."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, **values: Any) -> None:
+        init(self, **nest(cls, values))
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+def flat_values(cfg: Any) -> dict[str, Any]:
+    """The config's option values by option name (a manifest's config, a yaml file)."""
+    return {o.name: getattr(getattr(cfg, o.part), o.attr) if o.part else getattr(cfg, o.name)
+            for o in options(type(cfg))}
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
 def build_parser(cls: type, prog: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one option per field of the dataclass ``cls``."""
+    """An argparse parser with one option per option of the config dataclass ``cls``."""
     parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        hint = hints[f.name]
-        names = [*meta.get("aliases", ()), _flag(f.name)]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        text = meta.get("help", "")
-        if not required and default not in (None, ()) and "default" not in text:
-            text += f" (default: {default})"
-        kwargs: dict[str, Any] = {"help": text, "dest": f.name}
-        if hint is bool:
+    for o in options(cls):
+        names = [*o.aliases, _flag(o.name)]
+        text = o.help
+        if not o.required and o.default not in (None, ()) and "default" not in text:
+            text += f" (default: {o.default})"
+        kwargs: dict[str, Any] = {"help": text, "dest": o.name}
+        if o.hint is bool:
             group = parser.add_mutually_exclusive_group()
-            group.add_argument(*names, action="store_true", default=default, **kwargs)
-            negative = meta.get("negative") or "--no-" + f.name.replace("_", "-")
-            group.add_argument(negative, action="store_false", dest=f.name,
-                               help=f"set {_flag(f.name)} off")
+            group.add_argument(*names, action="store_true", default=o.default, **kwargs)
+            negative = o.negative or "--no-" + o.name.replace("_", "-")
+            group.add_argument(negative, action="store_false", dest=o.name,
+                               help=f"set {_flag(o.name)} off")
             continue
-        origin = typing.get_origin(hint)
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        origin = typing.get_origin(o.hint)
+        args = [a for a in typing.get_args(o.hint) if a is not type(None)]
         if origin in (tuple, list):
             kwargs["nargs"] = "*"
             kwargs["type"] = args[0] if args else str
         elif args:
             kwargs["type"] = args[0]
         else:
-            kwargs["type"] = hint
-        if meta.get("choices"):
-            kwargs["choices"] = meta["choices"]
-        parser.add_argument(*names, default=default, required=required, **kwargs)
+            kwargs["type"] = o.hint
+        if o.choices:
+            kwargs["choices"] = o.choices
+        parser.add_argument(*names, default=o.default, required=o.required, **kwargs)
     return parser
 
 
+def known_values(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``cls`` in ``values`` (such as a manifest's stored config), lists given
+    for tuple options turned into tuples."""
+    hints = {o.name: o.hint for o in options(cls)}
+    return {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
+            for k, v in values.items() if k in hints}
+
+
 def yaml_values(cls: type, path: str | Path) -> dict[str, Any]:
-    """Field values from a yaml file for the config dataclass ``cls`` (keys as field names,
+    """Option values from a yaml file for the config dataclass ``cls`` (keys as option names,
     dashes allowed); an unknown key or a file that is not a yaml mapping is a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid yaml: {err}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must be a mapping of option: value")
-    names = {f.name for f in dataclasses.fields(cls)}
+    data = read_yaml_mapping(path)
     values = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - {o.name for o in options(cls)})
     if unknown:
         raise UserError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
-    hints = typing.get_type_hints(cls)
-    return {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v
-            for k, v in values.items()}
+    return known_values(cls, values)
 
 
 def from_yaml(cls: type[T], path: str | Path, **overrides: Any) -> T:
@@ -107,19 +191,13 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = No
     defaults, so flags given on the command line win.
     """
     parser = build_parser(cls, prog)
-    if "config" in {f.name for f in dataclasses.fields(cls)}:
+    if "config" in {o.name for o in options(cls)}:
         pre = argparse.ArgumentParser(add_help=False)
         pre.add_argument("--config")
         known, _ = pre.parse_known_args(argv)
         if known.config:
             parser.set_defaults(**yaml_values(cls, known.config))
-    ns = parser.parse_args(argv)
-    values = vars(ns)
-    hints = typing.get_type_hints(cls)
-    for name, hint in hints.items():
-        if typing.get_origin(hint) is tuple and values.get(name) is not None:
-            values[name] = tuple(values[name])
-    return cls(**values)
+    return cls(**known_values(cls, vars(parser.parse_args(argv))))
 
 
 def guarded(action: Callable[[], Any]) -> int:

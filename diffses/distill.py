@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from diffses.cli import arg
+from diffses.cli import arg, composed, flat_values, part
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.io import atomic_write_text
@@ -29,6 +29,7 @@ from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
 from diffses.schema import Dataset, load_dataset
 from diffses.utils import seed_everything
+from gplearn_custom.params import GPParams, require
 from see import operators as ops
 from see.tree import evaluate, from_gplearn
 
@@ -38,6 +39,7 @@ MODES = ("auto", "classifier", "regressor")
 NEVER = [{"c": -1e6}]
 
 
+@composed
 @dataclass(frozen=True)
 class DistillConfig:
     """Distil a teacher dataset into one symbolic expression per action with gplearn and write
@@ -48,20 +50,7 @@ class DistillConfig:
     config: str | None = arg(None, "yaml file of these options (flags on the command line win)")
     mode: str = arg("auto", "classifier (one-vs-rest on actions), regressor (on the teacher's "
                             "logits, needs teacher_probs) or auto", choices=MODES)
-    population_size: int = arg(1000, "gplearn population_size")
-    generations: int = arg(20, "gplearn generations")
-    tournament_size: int = arg(25, "gplearn tournament_size")
-    const_range: tuple[float, ...] = arg((-3.0, 3.0), "gplearn const_range (low high)")
-    init_depth: tuple[int, ...] = arg((2, 6), "gplearn init_depth (min max)")
-    init_method: str = arg("half and half", "gplearn init_method",
-                           choices=("half and half", "grow", "full"))
-    function_set: tuple[str, ...] = arg(ops.DEFAULT_FUNCTION_SET, "operator names (see/)")
-    parsimony_coefficient: float = arg(0.001, "gplearn parsimony_coefficient")
-    p_crossover: float = arg(0.9, "gplearn p_crossover")
-    p_subtree_mutation: float = arg(0.01, "gplearn p_subtree_mutation")
-    p_hoist_mutation: float = arg(0.01, "gplearn p_hoist_mutation")
-    p_point_mutation: float = arg(0.01, "gplearn p_point_mutation")
-    p_point_replace: float = arg(0.05, "gplearn p_point_replace")
+    gp: GPParams = part(GPParams())
     max_samples: float = arg(1.0, "gplearn max_samples (fraction of rows per program)")
     max_slots: int | None = arg(None, "cap on objects per type in the feature layout")
     validation_fraction: float = arg(0.2, "share of episodes held out for validation")
@@ -78,48 +67,25 @@ class DistillConfig:
     verbose: int = arg(0, "gplearn verbosity")
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.population_size >= 2, "population_size must be at least 2"),
-            (self.generations >= 1, "generations must be at least 1"),
-            (1 <= self.tournament_size <= self.population_size,
-             "tournament_size must be between 1 and population_size"),
-            (len(self.const_range) == 2 and self.const_range[0] <= self.const_range[1],
-             "const_range takes two numbers, low <= high"),
-            (len(self.init_depth) == 2 and 1 <= self.init_depth[0] <= self.init_depth[1],
-             "init_depth takes two integers, 1 <= min <= max"),
-            (all(0 <= p <= 1 for p in self.probabilities) and sum(self.probabilities) <= 1,
-             "p_crossover and the mutation probabilities must be in [0, 1] and sum to <= 1"),
-            (0 <= self.p_point_replace <= 1, "p_point_replace must be in [0, 1]"),
+        require([
+            (bool(self.gp.function_set), "function_set names no operator"),
             (0 < self.max_samples <= 1, "max_samples must be in (0, 1]"),
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.restarts >= 1, "restarts must be at least 1"),
-            (self.parsimony_coefficient >= 0, "parsimony_coefficient must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-        try:
-            ops.resolve(self.function_set)
-        except ValueError as err:
-            raise UserError(f"function_set: {err}") from None
-
-    @property
-    def probabilities(self) -> tuple[float, ...]:
-        return (self.p_crossover, self.p_subtree_mutation, self.p_hoist_mutation,
-                self.p_point_mutation)
+        ], UserError)
 
     def gplearn_params(self, seed: int) -> dict[str, Any]:
         """Keyword arguments for a gplearn estimator."""
-        return dict(population_size=self.population_size, generations=self.generations,
-                    tournament_size=self.tournament_size, const_range=tuple(self.const_range),
-                    init_depth=tuple(self.init_depth), init_method=self.init_method,
-                    function_set=ops.gplearn_function_set(self.function_set),
-                    parsimony_coefficient=self.parsimony_coefficient,
-                    p_crossover=self.p_crossover, p_subtree_mutation=self.p_subtree_mutation,
-                    p_hoist_mutation=self.p_hoist_mutation,
-                    p_point_mutation=self.p_point_mutation, p_point_replace=self.p_point_replace,
-                    max_samples=self.max_samples, n_jobs=self.n_jobs, random_state=seed,
-                    verbose=self.verbose)
+        gp = self.gp
+        return dict(population_size=gp.population_size, generations=gp.generations,
+                    tournament_size=gp.tournament_size, const_range=tuple(gp.const_range),
+                    init_depth=tuple(gp.init_depth), init_method=gp.init_method,
+                    function_set=ops.gplearn_function_set(gp.function_set),
+                    parsimony_coefficient=gp.parsimony_coefficient,
+                    p_crossover=gp.p_crossover, p_subtree_mutation=gp.p_subtree_mutation,
+                    p_hoist_mutation=gp.p_hoist_mutation, p_point_mutation=gp.p_point_mutation,
+                    p_point_replace=gp.p_point_replace, max_samples=self.max_samples,
+                    n_jobs=self.n_jobs, random_state=seed, verbose=self.verbose)
 
 
 @dataclass
@@ -198,7 +164,7 @@ def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        for g in _generation_blocks(cfg.generations, on_block is not None):
+        for g in _generation_blocks(cfg.gp.generations, on_block is not None):
             for entry in estimators:
                 if entry is None:
                     continue
@@ -274,7 +240,7 @@ def distil(cfg: DistillConfig, data: Dataset,
         if best is None or val > best[0]:
             best = (val, trees)
     seconds = time.perf_counter() - t0
-    policy = SymbolicPolicy(best[1], layout, meanings, env_id, list(cfg.function_set))
+    policy = SymbolicPolicy(best[1], layout, meanings, env_id, list(cfg.gp.function_set))
     pred_val = policy.act(split.X_val)
     metrics = {
         "mode": mode,
@@ -326,14 +292,14 @@ def run(cfg: DistillConfig) -> Run:
     """Distil, write policy.json, print the formulas (and the played evaluation)."""
     data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir)
     env_id = (data.meta or {}).get("env_id", "unknown")
-    run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, asdict(cfg))
+    run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, flat_values(cfg))
     with run_.failing():
         run_.add_input("dataset", data.path)
         if data_run is not None:
             run_.manifest["dataset_run"] = str(data_run.path)
         print(f"[distill] {len(data.records)} records of {env_id}, "
               f"{cfg.restarts} restart(s) x {data.n_actions} trees, "
-              f"population {cfg.population_size}, {cfg.generations} generations")
+              f"population {cfg.gp.population_size}, {cfg.gp.generations} generations")
         policy, metrics = distil(cfg, data)
         policy.provenance = {"dataset": str(data.path), "run": str(run_.path),
                              "detector": (data.meta or {}).get("detector"),

@@ -16,7 +16,7 @@ import dataclasses
 import io
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffses.cli import arg
+from diffses.cli import arg, composed, flat_values, known_values, part
 from diffses.detection import load_detector
 from diffses.distill import resolve_dataset
 from diffses.errors import UserError
@@ -41,6 +41,7 @@ from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
 from gplearn_custom.fitness import KINDS, FitnessSpec
 from gplearn_custom.genetic import GeneticForestSearch
 from gplearn_custom.parallel import WorkerPool
+from gplearn_custom.params import EvolutionParams, GPParams, require
 from gplearn_custom.ppo import ConstantPPO, PPOConfig, one_thread
 from gplearn_custom.tuning import OPTIMIZERS, ConstantTuner
 from see import operators as ops
@@ -54,6 +55,7 @@ CHECKPOINT_PT = "checkpoint.pt"
 FITNESS_SEED_OFFSET = 1000
 
 
+@composed
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tune a distilled symbolic policy (policy.json) in its game: genetic search with
@@ -79,47 +81,20 @@ class FinetuneConfig:
                                  "cross-entropy to the teacher on the dataset) or mixed",
                        choices=KINDS)
     imitation_weight: float = arg(1.0, "mixed fitness: return - this x cross-entropy")
-    expert_coef: float = arg(1.0, "lambda: weight of the cross-entropy to the teacher's action "
-                                  "in the PPO loss (0: unguided, reward only)")
-    expert_coef_final: float = arg(0.0, "lambda at the end of each PPO run (linear anneal)")
-    population_size: int = arg(16, "GP population_size")
-    generations: int = arg(5, "GP generations (generation 0 included, as in gplearn)")
-    tournament_size: int = arg(4, "GP tournament_size")
-    const_range: tuple[float, ...] = arg((-3.0, 3.0), "GP const_range (low high)")
-    init_depth: tuple[int, ...] = arg((2, 4), "GP init_depth for random subtrees (min max)")
-    init_method: str = arg("half and half", "GP init_method",
-                           choices=("half and half", "grow", "full"))
-    function_set: tuple[str, ...] = arg((), "operators for new nodes (default: the policy's)")
-    parsimony_coefficient: float = arg(0.001, "GP parsimony_coefficient (per node)")
-    p_crossover: float = arg(0.5, "GP p_crossover")
-    p_subtree_mutation: float = arg(0.05, "GP p_subtree_mutation")
-    p_hoist_mutation: float = arg(0.05, "GP p_hoist_mutation")
-    p_point_mutation: float = arg(0.1, "GP p_point_mutation")
-    p_point_replace: float = arg(0.05, "GP p_point_replace")
-    p_gradient: float = arg(0.2, "probability of the constants variation (PPO or CMA-ES)")
-    n_elites: int = arg(1, "best individuals copied unchanged into each generation")
-    init_jitter: float = arg(0.1, "relative noise on the seed policy's constants in "
-                                  "generation 0")
+    gp: GPParams = part(GPParams(population_size=16, generations=5, tournament_size=4,
+                                 init_depth=(2, 4), function_set=(), p_crossover=0.5,
+                                 p_subtree_mutation=0.05, p_hoist_mutation=0.05,
+                                 p_point_mutation=0.1),
+                        help={"function_set": "operators for new nodes (default: the policy's)"})
+    evolution: EvolutionParams = part(EvolutionParams())
     n_jobs: int = arg(1, "worker processes for fitness and tuning (-1: every CPU)")
     episodes: int = arg(2, "games per reward fitness evaluation")
     max_steps: int | None = arg(2000, "cap on agent steps per game in fitness and training")
     n_timesteps: int = arg(5000, "env steps per constants tuning: the whole --search gradient "
                                  "run, or each p_gradient variation", aliases=("-n",))
-    n_envs: int = arg(2, "PPO: parallel games")
-    n_steps: int = arg(128, "PPO: steps per game per rollout")
-    batch_size: int = arg(128, "PPO: minibatch size")
-    n_epochs: int = arg(4, "PPO: epochs per rollout")
-    learning_rate: float = arg(0.01, "PPO: Adam learning rate of the constants")
-    critic_learning_rate: float = arg(1e-3, "PPO: Adam learning rate of the critic")
-    gamma: float = arg(0.99, "PPO: discount")
-    gae_lambda: float = arg(0.95, "PPO: GAE lambda")
-    clip_range: float = arg(0.2, "PPO: clip range")
-    ent_coef: float = arg(0.01, "PPO: entropy coefficient")
-    vf_coef: float = arg(0.5, "PPO: value loss coefficient")
-    max_grad_norm: float = arg(0.5, "PPO: gradient clipping (constants and critic apart)")
-    sigma0: float = arg(0.2, "CMA-ES: initial step, relative to each constant's size")
-    cmaes_popsize: int | None = arg(None, "CMA-ES: population (default: cma's)")
-    cmaes_episodes: int = arg(1, "CMA-ES: games per candidate")
+    ppo: PPOConfig = part(PPOConfig(n_envs=2, expert_coef=1.0))
+    cmaes: CMAESConfig = part(CMAESConfig(), rename={"popsize": "cmaes_popsize",
+                                                     "episodes": "cmaes_episodes"})
     eval_episodes: int = arg(3, "games of the before/after evaluation (0: none)")
     eval_max_steps: int | None = arg(None, "cap on agent steps per evaluation game")
     eval_seed: int | None = arg(None, "first seed of the evaluation games (default: --seed)")
@@ -133,54 +108,32 @@ class FinetuneConfig:
     progress: bool = arg(True, "show a progress bar", negative="--no-progress")
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.episodes >= 1 and self.cmaes_episodes >= 1, "episodes must be at least 1"),
+        require([
+            (self.episodes >= 1, "episodes must be at least 1"),
             (self.eval_episodes >= 0, "eval_episodes must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be positive"),
             (self.checkpoint_freq >= 1, "checkpoint_freq must be at least 1"),
-            (self.expert_coef >= 0 and self.expert_coef_final >= 0,
-             "expert coefficients must be >= 0"),
-            (len(self.const_range) == 2, "const_range takes two numbers"),
-            (len(self.init_depth) == 2, "init_depth takes two integers"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        ], UserError)
         try:
             self.ppo_config()
             self.cmaes_config()
-            if self.function_set:
-                ops.resolve(self.function_set)
         except ValueError as err:
             raise UserError(str(err)) from None
 
     def ppo_config(self) -> PPOConfig:
-        return PPOConfig(
-            n_timesteps=self.n_timesteps, n_envs=self.n_envs, n_steps=self.n_steps,
-            batch_size=self.batch_size, n_epochs=self.n_epochs,
-            learning_rate=self.learning_rate, critic_learning_rate=self.critic_learning_rate,
-            gamma=self.gamma, gae_lambda=self.gae_lambda, clip_range=self.clip_range,
-            ent_coef=self.ent_coef, vf_coef=self.vf_coef, expert_coef=self.expert_coef,
-            expert_coef_final=self.expert_coef_final, max_grad_norm=self.max_grad_norm,
-            max_episode_steps=self.max_steps)
+        """The PPO part with this run's env-step budget and step cap."""
+        return dataclasses.replace(self.ppo, n_timesteps=self.n_timesteps,
+                                   max_episode_steps=self.max_steps)
 
     def cmaes_config(self) -> CMAESConfig:
-        return CMAESConfig(n_timesteps=self.n_timesteps, sigma0=self.sigma0,
-                           popsize=self.cmaes_popsize, episodes=self.cmaes_episodes)
+        """The CMA-ES part with this run's env-step budget."""
+        return dataclasses.replace(self.cmaes, n_timesteps=self.n_timesteps)
 
     def search_engine(self, function_set: tuple[str, ...]) -> GeneticForestSearch:
+        """The GP engine over ``function_set`` (the policy's, unless --function-set)."""
         try:
             return GeneticForestSearch(
-                population_size=self.population_size, generations=self.generations,
-                tournament_size=self.tournament_size,
-                const_range=(float(self.const_range[0]), float(self.const_range[1])),
-                init_depth=(int(self.init_depth[0]), int(self.init_depth[1])),
-                init_method=self.init_method, function_set=function_set,
-                parsimony_coefficient=self.parsimony_coefficient, p_crossover=self.p_crossover,
-                p_subtree_mutation=self.p_subtree_mutation,
-                p_hoist_mutation=self.p_hoist_mutation, p_point_mutation=self.p_point_mutation,
-                p_point_replace=self.p_point_replace, p_gradient=self.p_gradient,
-                n_elites=self.n_elites, init_jitter=self.init_jitter,
+                dataclasses.replace(self.gp, function_set=function_set), self.evolution,
                 checkpoint_every=self.checkpoint_freq, random_state=self.seed,
                 n_jobs=self.n_jobs)
         except ValueError as err:
@@ -275,9 +228,7 @@ def resolve_config(cfg: FinetuneConfig) -> tuple[FinetuneConfig, Run | None]:
     run_ = resolve_run(cfg.resume, STAGE, cfg.runs_dir, complete_only=False)
     if run_.manifest.get("status") == "complete":
         raise UserError(f"run {run_.path} is complete; nothing to resume")
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    stored = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in run_.config.items() if k in names}
+    stored = known_values(FinetuneConfig, run_.config)
     stored.update(resume=str(run_.path), device=cfg.device, progress=cfg.progress,
                   runs_dir=cfg.runs_dir)
     return FinetuneConfig(**stored), run_
@@ -334,11 +285,11 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
            tuner: ConstantTuner, X: np.ndarray | None) -> tuple[Forest, dict[str, Any]]:
     """GP from the policy; the best forest and a summary."""
     policy = inputs.policy
-    function_set = tuple(cfg.function_set or policy.function_set or ops.DEFAULT_FUNCTION_SET)
+    function_set = tuple(cfg.gp.function_set or policy.function_set or ops.DEFAULT_FUNCTION_SET)
     engine = cfg.search_engine(function_set)
     ckpt = run_.path / CHECKPOINT_JSON
     done = len(json.loads(ckpt.read_text())["history"]) if cfg.resume and ckpt.is_file() else 0
-    logger = Logger(run_.path / "tb", cfg.generations, done, "gen", cfg.progress)
+    logger = Logger(run_.path / "tb", cfg.gp.generations, done, "gen", cfg.progress)
 
     def on_generation(record: dict[str, Any], search: GeneticForestSearch) -> None:
         best = max(search.population_, key=lambda ind: ind.score.fitness)
@@ -356,7 +307,7 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
 
     try:
         engine.fit(fitness, policy.layout.size, policy.n_actions, seed_forest=policy.trees,
-                   tuner=tuner if cfg.p_gradient > 0 else None, callback=on_generation,
+                   tuner=tuner if cfg.evolution.p_gradient > 0 else None, callback=on_generation,
                    checkpoint=ckpt, resume=cfg.resume is not None,
                    write=atomic_write_json)
     finally:
@@ -458,7 +409,8 @@ def run(cfg: FinetuneConfig) -> Run:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     if resumed is None:
-        run_ = Run.create(cfg.runs_dir, STAGE, policy.env_id, cfg.name, cfg.seed, asdict(cfg))
+        run_ = Run.create(cfg.runs_dir, STAGE, policy.env_id, cfg.name, cfg.seed,
+                          flat_values(cfg))
     else:
         run_ = resumed
         run_.manifest["status"] = "running"
@@ -474,7 +426,7 @@ def run(cfg: FinetuneConfig) -> Run:
             X = policy.layout.matrix([r["state"] for r in inputs.dataset.records])
             actions = np.array([r["teacher_action"] for r in inputs.dataset.records])
         print(f"[finetune] {policy.env_id}: --search {cfg.search} --optimizer {cfg.optimizer}, "
-              f"fitness {cfg.fitness}, lambda {cfg.expert_coef} -> {cfg.expert_coef_final}, "
+              f"fitness {cfg.fitness}, lambda {cfg.ppo.expert_coef} -> {cfg.ppo.expert_coef_final}, "
               f"on {device}; run folder {run_.path}")
         if cfg.eval_episodes > 0 and "before" not in run_.manifest:
             run_.manifest["before"] = _jsonable(evaluate(cfg, inputs, policy, True))
@@ -487,7 +439,7 @@ def run(cfg: FinetuneConfig) -> Run:
         fitness = FitnessSpec(kind=cfg.fitness if cfg.search == "evolve" else "reward",
                               make_env=play_env, seed=cfg.seed + FITNESS_SEED_OFFSET,
                               episodes=cfg.episodes if cfg.search == "evolve" else
-                              cfg.cmaes_episodes, max_steps=cfg.max_steps, X=X, actions=actions,
+                              cfg.cmaes.episodes, max_steps=cfg.max_steps, X=X, actions=actions,
                               imitation_weight=cfg.imitation_weight)
         tuner = ConstantTuner(tune_env, cfg.optimizer, cfg.ppo_config(), cfg.cmaes_config(),
                               device, cfg.max_steps)
@@ -499,7 +451,7 @@ def run(cfg: FinetuneConfig) -> Run:
         tuned = SymbolicPolicy(trees, policy.layout, policy.action_meanings, policy.env_id,
                                policy.function_set)
         metrics: dict[str, Any] = {"search": cfg.search, "optimizer": cfg.optimizer,
-                                   "fitness": cfg.fitness, "expert_coef": cfg.expert_coef,
+                                   "fitness": cfg.fitness, "expert_coef": cfg.ppo.expert_coef,
                                    **{k: v for k, v in summary.items()
                                       if k not in ("history", "episode_returns")}}
         if X is not None:

@@ -1,4 +1,5 @@
-"""Atomic file writes and hashing: a crash never leaves a half-written file behind."""
+"""Atomic file writes, reading JSON and yaml files, hashing: a crash never leaves a
+half-written file behind, and a bad file is an error that names it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from diffses.errors import UserError
 
@@ -50,6 +53,22 @@ def read_json(path: str | Path, error: type[Exception] = UserError) -> Any:
         raise error(f"{path}: not valid JSON ({err})") from None
     except UnicodeDecodeError:
         raise error(f"{path}: not a text file") from None
+
+
+def read_yaml_mapping(path: str | Path, hint: str = "") -> dict[str, Any]:
+    """A yaml config file that holds a mapping (empty: ``{}``); a missing file (``hint`` is
+    added to that message), invalid yaml or another kind of document is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist{hint}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {path} is not valid yaml: {err}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, "
+                        f"not {type(data).__name__}")
+    return data
 
 
 def sha256_file(path: str | Path) -> str:

@@ -11,7 +11,7 @@ gets ``trials.csv`` and ``best.yaml``, which ``distill_teacher.py --config best.
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import optuna
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
-from diffses.cli import arg, yaml_values
+from diffses.cli import arg, flat_values, yaml_values
 from diffses.distill import DistillConfig, distil, play_metrics, resolve_dataset
 from diffses.errors import UserError
 from diffses.io import atomic_write_text
@@ -149,7 +149,7 @@ def best_yaml(cfg: TuneConfig, study: optuna.Study) -> str:
     trial = study.best_trial
     opts = DistillConfig(**{**_base_options(cfg),
                             **suggest(optuna.trial.FixedTrial(trial.params), cfg)})
-    keep = {k: v for k, v in asdict(opts).items() if k not in ("config", "runs_dir", "name")}
+    keep = {k: v for k, v in flat_values(opts).items() if k not in ("config", "runs_dir", "name")}
     keep = {k: list(v) if isinstance(v, tuple) else v for k, v in keep.items()}
     header = (f"# best of study '{cfg.study_name}': trial {trial.number}, "
               f"{cfg.objective} = {trial.value:.4f}\n")

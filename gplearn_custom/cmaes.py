@@ -19,6 +19,7 @@ import cma
 import numpy as np
 
 from gplearn_custom.forest import constants, with_constants
+from gplearn_custom.params import param
 from see.tree import Forest, Token
 
 #: ``score_many(forests, seeds) -> [(returns, env_steps), ...]``, one entry per forest.
@@ -30,9 +31,9 @@ class CMAESConfig:
     """CMA-ES settings: an env-step budget, the initial step and games per candidate."""
 
     n_timesteps: int = 5000
-    sigma0: float = 0.2
-    popsize: int | None = None
-    episodes: int = 1
+    sigma0: float = param(0.2, "CMA-ES: initial step, relative to each constant's size")
+    popsize: int | None = param(None, "CMA-ES: population (default: cma's)")
+    episodes: int = param(1, "CMA-ES: games per candidate")
 
     def __post_init__(self) -> None:
         if self.n_timesteps < 1 or self.episodes < 1 or self.sigma0 <= 0:

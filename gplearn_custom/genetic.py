@@ -40,6 +40,7 @@ import numpy as np
 from gplearn_custom import forest as fo
 from gplearn_custom.fitness import FitnessSpec, Score
 from gplearn_custom.parallel import WorkerPool
+from gplearn_custom.params import EvolutionParams, GPParams, require
 from gplearn_custom.tuning import ConstantTuner
 from see import operators as ops
 from see.tree import Forest, Token
@@ -77,74 +78,38 @@ class Individual:
 
 
 class GeneticForestSearch:
-    """Evolve forests of expressions; parameters follow gplearn's names and meanings."""
+    """Evolve forests of expressions: gplearn's parameters (``gp``) and the engine's extras
+    (``evolution``); ``gp.function_set`` names the operators of new nodes."""
 
-    def __init__(self, population_size: int = 200, generations: int = 10,
-                 tournament_size: int = 20, const_range: tuple[float, float] | None = (-3.0, 3.0),
-                 init_depth: tuple[int, int] = (2, 6), init_method: str = "half and half",
-                 function_set: Sequence[str] = ops.DEFAULT_FUNCTION_SET,
-                 parsimony_coefficient: float = 0.001, p_crossover: float = 0.7,
-                 p_subtree_mutation: float = 0.05, p_hoist_mutation: float = 0.02,
-                 p_point_mutation: float = 0.03, p_point_replace: float = 0.05,
-                 p_gradient: float = 0.2, n_elites: int = 1, init_jitter: float = 0.1,
+    def __init__(self, gp: GPParams = GPParams(), evolution: EvolutionParams = EvolutionParams(),
                  checkpoint_every: int = 1, random_state: int | None = None, n_jobs: int = 1):
-        self.population_size, self.generations = population_size, generations
-        self.tournament_size, self.const_range = tournament_size, const_range
-        self.init_depth, self.init_method = tuple(init_depth), init_method
-        self.function_set = ops.resolve(function_set)
-        self.parsimony_coefficient = parsimony_coefficient
-        self.p_crossover, self.p_subtree_mutation = p_crossover, p_subtree_mutation
-        self.p_hoist_mutation, self.p_point_mutation = p_hoist_mutation, p_point_mutation
-        self.p_point_replace, self.p_gradient = p_point_replace, p_gradient
-        self.n_elites, self.init_jitter = n_elites, init_jitter
+        self.gp, self.evolution = gp, evolution
+        self.function_set = ops.resolve(gp.function_set)
         self.checkpoint_every = checkpoint_every
         self.random_state, self.n_jobs = random_state, n_jobs
-        self._validate()
-
-    def _validate(self) -> None:
-        probs = self.probabilities
-        checks = [
-            (self.population_size >= 2, "population_size must be at least 2"),
-            (self.generations >= 1, "generations must be at least 1"),
-            (1 <= self.tournament_size <= self.population_size,
-             "tournament_size must be between 1 and population_size"),
-            (self.const_range is None or (len(self.const_range) == 2 and
-                                          self.const_range[0] <= self.const_range[1]),
-             "const_range takes two numbers, low <= high (or None: no new constants)"),
-            (len(self.init_depth) == 2 and 1 <= self.init_depth[0] <= self.init_depth[1],
-             "init_depth takes two integers, 1 <= min <= max"),
-            (self.init_method in fo.INIT_METHODS, f"init_method must be one of {fo.INIT_METHODS}"),
-            (all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-12,
-             "p_crossover, the mutation probabilities and p_gradient must be in [0, 1] and sum "
-             "to <= 1"),
-            (0 <= self.p_point_replace <= 1, "p_point_replace must be in [0, 1]"),
-            (self.parsimony_coefficient >= 0, "parsimony_coefficient must be >= 0"),
-            (0 <= self.n_elites < self.population_size,
-             "n_elites must be in 0..population_size - 1"),
-            (self.init_jitter >= 0, "init_jitter must be >= 0"),
-            (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        require([
+            (sum(self.probabilities) <= 1 + 1e-12,
+             "p_crossover, the mutation probabilities and p_gradient must sum to <= 1"),
+            (evolution.n_elites < gp.population_size, "n_elites must be below population_size"),
+            (checkpoint_every >= 1, "checkpoint_every must be at least 1"),
+        ])
 
     @property
     def probabilities(self) -> tuple[float, ...]:
         """crossover, subtree, hoist, point, gradient (reproduction takes the rest)."""
-        return (self.p_crossover, self.p_subtree_mutation, self.p_hoist_mutation,
-                self.p_point_mutation, self.p_gradient)
+        return (*self.gp.probabilities, self.evolution.p_gradient)
 
     def penalized(self, ind: Individual) -> float:
         """Selection fitness: raw fitness minus parsimony_coefficient x node count."""
-        return ind.score.fitness - self.parsimony_coefficient * ind.size
+        return ind.score.fitness - self.gp.parsimony_coefficient * ind.size
 
     def _tournament(self, rng: np.random.Generator, population: list[Individual]) -> Individual:
-        entrants = rng.integers(len(population), size=self.tournament_size)
+        entrants = rng.integers(len(population), size=self.gp.tournament_size)
         return population[max(entrants, key=lambda i: (self.penalized(population[i]), -i))]
 
     def _random_tree(self, rng: np.random.Generator, n_features: int) -> list[Token]:
-        return fo.random_tree(rng, self.function_set, n_features, self.init_depth,
-                              self.init_method, self.const_range)
+        return fo.random_tree(rng, self.function_set, n_features, tuple(self.gp.init_depth),
+                              self.gp.init_method, tuple(self.gp.const_range))
 
     def _structural(self, rng: np.random.Generator, kind: str, trees: Forest,
                     n_features: int, donor: Forest | None = None) -> Forest:
@@ -159,19 +124,19 @@ class GeneticForestSearch:
             out[a] = fo.hoist_mutation(rng, trees[a])
         else:
             out[a] = fo.point_mutation(rng, trees[a], self.function_set, n_features,
-                                       self.const_range, self.p_point_replace)
+                                       tuple(self.gp.const_range), self.gp.p_point_replace)
         return out
 
     def _initial(self, rng: np.random.Generator, seed_forest: Forest | None, n_features: int,
                  n_actions: int) -> list[Individual]:
         if seed_forest is None:
             return [Individual([self._random_tree(rng, n_features) for _ in range(n_actions)],
-                               origin="random") for _ in range(self.population_size)]
+                               origin="random") for _ in range(self.gp.population_size)]
         weights = np.array(self.probabilities[1:4]) + 1e-12
         kinds = ("subtree", "hoist", "point")
         population = [Individual([list(t) for t in seed_forest], origin="seed")]
-        for i in range(1, self.population_size):
-            trees = fo.jitter_constants(rng, seed_forest, self.init_jitter)
+        for i in range(1, self.gp.population_size):
+            trees = fo.jitter_constants(rng, seed_forest, self.evolution.init_jitter)
             origin = "seed-jitter"
             if i % 2 == 0:
                 kind = kinds[int(rng.choice(3, p=weights / weights.sum()))]
@@ -187,11 +152,11 @@ class GeneticForestSearch:
         ranked = sorted(range(len(population)),
                         key=lambda i: (-self.penalized(population[i]), i))
         children = [Individual(population[i].trees, population[i].score, "elite")
-                    for i in ranked[:self.n_elites]]
+                    for i in ranked[:self.evolution.n_elites]]
         to_tune = []
         edges = np.cumsum(self.probabilities)
         kinds = ("crossover", "subtree", "hoist", "point", "gradient")
-        while len(children) < self.population_size:
+        while len(children) < self.gp.population_size:
             draw = rng.random()
             parent = self._tournament(rng, population)
             kind = next((k for k, e in zip(kinds, edges) if draw < e), "reproduction")
@@ -257,7 +222,7 @@ class GeneticForestSearch:
         After fitting: ``best_`` (the best individual seen, by raw fitness), ``population_``,
         ``history_`` (one record per generation); ``population_`` is current when the
         callback runs."""
-        if self.p_gradient > 0 and tuner is None:
+        if self.evolution.p_gradient > 0 and tuner is None:
             raise ValueError("p_gradient > 0 needs a tuner for the constants")
         seed_forest = None if seed_forest is None else [list(t) for t in seed_forest]
         if seed_forest is not None and len(seed_forest) != n_actions:
@@ -284,7 +249,7 @@ class GeneticForestSearch:
                     self._save(write, path, 0, rng, population)
                 if callback is not None and callback(record, self) is False:
                     return self
-            for generation in range(start, self.generations):
+            for generation in range(start, self.gp.generations):
                 t0 = time.perf_counter()
                 population, to_tune = self._offspring(rng, population, n_features)
                 new_steps = 0
@@ -303,7 +268,7 @@ class GeneticForestSearch:
                                       tuning, new_steps)
                 self.history_.append(record)
                 self.population_ = population
-                last = generation == self.generations - 1
+                last = generation == self.gp.generations - 1
                 if path is not None and (last or generation % self.checkpoint_every == 0):
                     self._save(write, path, generation, rng, population)
                 if callback is not None and callback(record, self) is False:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gplearn_custom.envs import EnvFactory
+from gplearn_custom.params import param
 from gplearn_custom.torch_forest import TorchForest
 from see.tree import Forest, Token
 
@@ -49,24 +50,26 @@ def one_thread() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO settings for tuning constants (``n_timesteps`` env steps per run)."""
+    """PPO settings for tuning constants (``n_timesteps`` env steps per run); the documented
+    fields are options of the stages that compose this part."""
 
     n_timesteps: int = 5000
-    n_envs: int = 4
-    n_steps: int = 128
-    batch_size: int = 128
-    n_epochs: int = 4
-    learning_rate: float = 0.01
-    critic_learning_rate: float = 1e-3
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
+    n_envs: int = param(4, "PPO: parallel games")
+    n_steps: int = param(128, "PPO: steps per game per rollout")
+    batch_size: int = param(128, "PPO: minibatch size")
+    n_epochs: int = param(4, "PPO: epochs per rollout")
+    learning_rate: float = param(0.01, "PPO: Adam learning rate of the constants")
+    critic_learning_rate: float = param(1e-3, "PPO: Adam learning rate of the critic")
+    gamma: float = param(0.99, "PPO: discount")
+    gae_lambda: float = param(0.95, "PPO: GAE lambda")
+    clip_range: float = param(0.2, "PPO: clip range")
+    ent_coef: float = param(0.01, "PPO: entropy coefficient")
+    vf_coef: float = param(0.5, "PPO: value loss coefficient")
     pg_coef: float = 1.0
-    expert_coef: float = 0.0
-    expert_coef_final: float = 0.0
-    max_grad_norm: float = 0.5
+    expert_coef: float = param(0.0, "lambda: weight of the cross-entropy to the teacher's "
+                                    "action in the PPO loss (0: unguided, reward only)")
+    expert_coef_final: float = param(0.0, "lambda at the end of each PPO run (linear anneal)")
+    max_grad_norm: float = param(0.5, "PPO: gradient clipping (constants and critic apart)")
     critic_hidden: tuple[int, ...] = (64, 64)
     max_episode_steps: int | None = None
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from diffses.errors import UserError
+from diffses.io import read_yaml_mapping
 
 
 @dataclass(frozen=True)
@@ -312,16 +313,7 @@ def config_from(data: dict[str, Any], overrides: dict[str, Any] | None = None) -
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SpaceConfig:
     """Read a yaml config file and apply overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist (see space/configs/)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid yaml: {err}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys, "
-                        f"not {type(data).__name__}")
+    data = read_yaml_mapping(path, " (see space/configs/)")
     try:
         from_dict(SpaceConfig, data)
     except UserError as err:

@@ -95,7 +95,7 @@ def test_config_file_is_read_and_flags_win(tmp_path):
     cfg_file.write_text(yaml.safe_dump({"population_size": 321, "generations": 2,
                                         "function_set": ["add", "sub", "gt"]}))
     cfg = from_yaml(DistillConfig, cfg_file, generations=4)
-    assert (cfg.population_size, cfg.generations, cfg.function_set) == \
+    assert (cfg.gp.population_size, cfg.gp.generations, cfg.gp.function_set) == \
         (321, 4, ("add", "sub", "gt"))
     path = write_planted(tmp_path, n=300)
     proc = run_cli("distill_teacher.py", "--dataset", str(path), "--config", str(cfg_file),

@@ -3,6 +3,7 @@ the offset-catch game of objenv.py (whose best policy is a known forest with con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from gplearn_custom import forest as fo
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
 from gplearn_custom.fitness import Evaluator, FitnessSpec, play
 from gplearn_custom.genetic import GeneticForestSearch
+from gplearn_custom.params import EvolutionParams, GPParams
 from gplearn_custom.ppo import ConstantPPO, PPOConfig, train_constants
 from gplearn_custom.torch_forest import TorchForest
 from gplearn_custom.tuning import ConstantTuner
@@ -201,10 +203,14 @@ def test_cmaes_improves_perturbed_constants():
 
 def evolution(**overrides) -> GeneticForestSearch:
     params = dict(population_size=12, generations=4, tournament_size=3,
-                  function_set=("add", "sub", "mul"), const_range=(-1.0, 1.0), p_gradient=0.0,
-                  random_state=0)
+                  function_set=("add", "sub", "mul"), const_range=(-1.0, 1.0), p_crossover=0.7,
+                  p_subtree_mutation=0.05, p_hoist_mutation=0.02, p_point_mutation=0.03,
+                  p_gradient=0.0, random_state=0)
     params.update(overrides)
-    return GeneticForestSearch(**params)
+    parts = {cls: {k: params.pop(k) for k in [f.name for f in dataclasses.fields(cls)]
+                   if k in params} for cls in (GPParams, EvolutionParams)}
+    return GeneticForestSearch(GPParams(**parts[GPParams]),
+                               EvolutionParams(**parts[EvolutionParams]), **params)
 
 
 REWARD = FitnessSpec("reward", objenv.make_env, episodes=3, seed=1000)
