@@ -25,16 +25,17 @@ import torch
 from tqdm import tqdm
 
 from diffses.cli import arg, composed, flat_values, known_values, part
-from diffses.detection import load_detector
+from diffses.detection import Detector, load_detector
 from diffses.distill import resolve_dataset
 from diffses.errors import UserError
 from diffses.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from diffses.perception import Perception
-from diffses.perception_env import PerceptionEnvFactory
+from diffses.perception_env import Loaded, PerceptionEnvFactory
 from diffses.play import SymbolicAgent, evaluate_side_by_side, play_episodes
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import MANIFEST, Run, resolve_run
 from diffses.schema import Dataset, load_dataset
+from diffses.teacher import load_teacher
 from diffses.utils import resolve_device, seed_everything
 from gplearn_custom import forest as fo
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
@@ -53,6 +54,10 @@ CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_PT = "checkpoint.pt"
 #: Fitness games are seeded from ``seed + FITNESS_SEED_OFFSET``, apart from evaluation games.
 FITNESS_SEED_OFFSET = 1000
+#: Manifest key of the inputs a run resolved (policy file, teacher run, detector, dataset
+#: file), which ``--resume`` reads back.
+RESOLVED_INPUTS = "resolved_inputs"
+INPUT_ROLES = ("policy", "teacher", "detector", "dataset")
 
 
 @composed
@@ -121,9 +126,8 @@ class FinetuneConfig:
             raise UserError(str(err)) from None
 
     def ppo_config(self) -> PPOConfig:
-        """The PPO part with this run's env-step budget and step cap."""
-        return dataclasses.replace(self.ppo, n_timesteps=self.n_timesteps,
-                                   max_episode_steps=self.max_steps)
+        """The PPO part with this run's env-step budget (the env caps the games' steps)."""
+        return dataclasses.replace(self.ppo, n_timesteps=self.n_timesteps)
 
     def cmaes_config(self) -> CMAESConfig:
         """The CMA-ES part with this run's env-step budget."""
@@ -142,14 +146,29 @@ class FinetuneConfig:
 
 @dataclass
 class Inputs:
-    """Everything a fine-tuning run reads, resolved and checked."""
+    """Everything a fine-tuning run reads, resolved, loaded and checked once."""
 
     policy: SymbolicPolicy
     policy_path: Path
     teacher_run: Run
-    detector_ref: str
-    detector: Any
+    teacher: Any                 # the teacher's PPO model, on ``device``
+    detector: Detector
+    detector_ref: str            # picklable reference to ``detector``, for worker processes
     dataset: Dataset | None
+    device: str
+
+    def references(self) -> dict[str, str | None]:
+        """The resolved references by role, as the manifest keeps them for ``--resume``."""
+        return {"policy": str(self.policy_path), "teacher": str(self.teacher_run.path),
+                "detector": self.detector_ref,
+                "dataset": None if self.dataset is None else str(self.dataset.path)}
+
+    def env_factory(self, policy: SymbolicPolicy, runs_dir: str, max_steps: int | None,
+                    with_teacher: bool = False) -> PerceptionEnvFactory:
+        """Feature envs over these inputs, capped at ``max_steps`` agent steps per game."""
+        return PerceptionEnvFactory(
+            str(self.teacher_run.path), self.detector_ref, runs_dir, policy, with_teacher,
+            max_steps, self.device, Loaded(self.teacher_run, self.detector, self.teacher))
 
 
 def load_policy(ref: str, runs_dir: str) -> tuple[SymbolicPolicy, Path]:
@@ -171,32 +190,36 @@ def load_policy(ref: str, runs_dir: str) -> tuple[SymbolicPolicy, Path]:
     return SymbolicPolicy.load(path), path
 
 
-def resolve_inputs(cfg: FinetuneConfig) -> Inputs:
-    """Load and cross-check the policy, teacher, detector and dataset."""
-    policy, path = load_policy(cfg.policy, cfg.runs_dir)
+def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: bool = False
+                   ) -> Inputs:
+    """Load and cross-check the policy, teacher, detector and dataset named by ``refs`` (by
+    role; None: the policy's). ``pinned`` refs are a resumed run's: no dataset means none."""
+    device = resolve_device(cfg.device)
+    policy, path = load_policy(refs["policy"], cfg.runs_dir)
     prov = policy.provenance
-    teacher_ref = cfg.teacher or prov.get("teacher_run")
+    teacher_ref = refs["teacher"] or prov.get("teacher_run")
     if not teacher_ref:
         raise UserError(f"policy {path} does not name its teacher run; pass --teacher")
-    if cfg.teacher is None and not Path(teacher_ref).exists():
+    if refs["teacher"] is None and not Path(teacher_ref).exists():
         raise UserError(f"the policy's teacher run {teacher_ref} does not exist; pass --teacher")
     teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
     if teacher_run.env_id != policy.env_id:
         raise UserError(f"policy {path} is for {policy.env_id} but teacher run "
                         f"{teacher_run.path} plays {teacher_run.env_id}; pass a teacher of "
                         f"{policy.env_id}")
-    detector_ref = cfg.detector or prov.get("detector")
+    detector_ref = refs["detector"] or prov.get("detector")
     if not detector_ref:
         raise UserError(f"policy {path} does not name its detector; pass --detector")
     detector = load_detector(detector_ref, env_id=policy.env_id, runs_dir=cfg.runs_dir,
-                             device=resolve_device(cfg.device))
+                             device=device)
     layout_types = policy.layout.type_names
     wrong = {t: n for t, n in layout_types.items() if detector.type_names.get(t) != n}
     if wrong:
         raise UserError(f"policy {path} reads object types {layout_types} but detector "
                         f"{detector_ref} names them {detector.type_names}; use the detector "
                         f"the policy was distilled with")
-    dataset = resolve_dataset_input(cfg, prov)
+    dataset = resolve_dataset_input(refs["dataset"], None if pinned else prov.get("dataset"),
+                                    cfg.runs_dir)
     data_env = (dataset.meta or {}).get("env_id") if dataset is not None else None
     if data_env not in (None, policy.env_id) or (
             dataset is not None and dataset.n_actions > policy.n_actions):
@@ -206,32 +229,39 @@ def resolve_inputs(cfg: FinetuneConfig) -> Inputs:
     if cfg.fitness != "reward" and dataset is None:
         raise UserError(f"--fitness {cfg.fitness} needs a dataset of teacher actions; "
                         f"pass --dataset")
-    return Inputs(policy, path, teacher_run, str(detector.name), detector, dataset)
+    return Inputs(policy, path, teacher_run, load_teacher(teacher_run, device), detector,
+                  str(detector.name), dataset, device)
 
 
-def resolve_dataset_input(cfg: FinetuneConfig, provenance: dict[str, Any]) -> Dataset | None:
-    """``--dataset``, else the policy's dataset when that file still exists, else None."""
-    if cfg.dataset is not None:
-        return resolve_dataset(cfg.dataset, cfg.runs_dir)[0]
-    ref = provenance.get("dataset")
-    return load_dataset(ref) if ref and Path(ref).is_file() else None
+def resolve_dataset_input(ref: str | None, fallback: str | None, runs_dir: str
+                          ) -> Dataset | None:
+    """``ref`` (``--dataset``), else the ``fallback`` file (the policy's dataset) when it still
+    exists, else None."""
+    if ref is not None:
+        return resolve_dataset(ref, runs_dir)[0]
+    return load_dataset(fallback) if fallback and Path(fallback).is_file() else None
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def resolve_config(cfg: FinetuneConfig) -> tuple[FinetuneConfig, Run | None]:
-    """For ``--resume``: the stored config of that run, with this call's device and progress."""
+def resolve_config(cfg: FinetuneConfig
+                   ) -> tuple[FinetuneConfig, Run | None, dict[str, str | None]]:
+    """The config, the resumed run (or None) and the input references to resolve: for
+    ``--resume``, that run's stored config (with this call's device and progress) and the
+    inputs it resolved; else ``cfg`` and its own references."""
     if cfg.resume is None:
-        return cfg, None
+        return cfg, None, {role: getattr(cfg, role) for role in INPUT_ROLES}
     run_ = resolve_run(cfg.resume, STAGE, cfg.runs_dir, complete_only=False)
     if run_.manifest.get("status") == "complete":
         raise UserError(f"run {run_.path} is complete; nothing to resume")
     stored = known_values(FinetuneConfig, run_.config)
     stored.update(resume=str(run_.path), device=cfg.device, progress=cfg.progress,
                   runs_dir=cfg.runs_dir)
-    return FinetuneConfig(**stored), run_
+    refs = run_.manifest.get(RESOLVED_INPUTS) or {role: stored.get(role)
+                                                  for role in INPUT_ROLES}
+    return FinetuneConfig(**stored), run_, refs
 
 
 class Logger:
@@ -333,10 +363,10 @@ def gradient(cfg: FinetuneConfig, inputs: Inputs, run_: Run, pool: WorkerPool,
     ckpt = run_.path / CHECKPOINT_PT
     state = torch.load(ckpt, weights_only=False) if cfg.resume and ckpt.is_file() else None
     history: list[dict[str, Any]] = list(state["history"]) if state else []
-    device = resolve_device(cfg.device)
     if cfg.optimizer == "ppo":
         seed_everything(cfg.seed)
-        tuner: Any = ConstantPPO(policy.trees, tune_env, cfg.ppo_config(), cfg.seed, device)
+        tuner: Any = ConstantPPO(policy.trees, tune_env, cfg.ppo_config(), cfg.seed,
+                                 inputs.device)
         total, unit = cfg.ppo_config().total_updates, "update"
     else:
         def score_many(forests: list[Forest], seeds: list[int]
@@ -384,10 +414,9 @@ def evaluate(cfg: FinetuneConfig, inputs: Inputs, policy: SymbolicPolicy,
     """Returns on the evaluation games (and the teacher's, with ``with_teacher``)."""
     seed = cfg.seed if cfg.eval_seed is None else cfg.eval_seed
     perception = Perception(inputs.detector)
-    device = resolve_device(cfg.device)
     if with_teacher:
         return evaluate_side_by_side(policy, perception, inputs.teacher_run, cfg.eval_episodes,
-                                     seed, cfg.eval_max_steps, device)
+                                     seed, cfg.eval_max_steps, model=inputs.teacher)
     seeds = [seed + i for i in range(cfg.eval_episodes)]
     returns = play_episodes(inputs.teacher_run, seeds,
                             lambda: SymbolicAgent(policy, perception),
@@ -399,14 +428,9 @@ def evaluate(cfg: FinetuneConfig, inputs: Inputs, policy: SymbolicPolicy,
 
 def run(cfg: FinetuneConfig) -> Run:
     """Fine-tune, evaluate before and after, write policy.json; returns the finished run."""
-    cfg, resumed = resolve_config(cfg)
-    inputs = resolve_inputs(cfg)
-    cfg = dataclasses.replace(  # the resolved inputs, so that --resume reads the same ones
-        cfg, policy=str(inputs.policy_path), teacher=str(inputs.teacher_run.path),
-        detector=inputs.detector_ref,
-        dataset=None if inputs.dataset is None else str(inputs.dataset.path))
+    cfg, resumed, refs = resolve_config(cfg)
+    inputs = resolve_inputs(cfg, refs, pinned=resumed is not None)
     policy = inputs.policy
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     if resumed is None:
         run_ = Run.create(cfg.runs_dir, STAGE, policy.env_id, cfg.name, cfg.seed,
@@ -414,7 +438,8 @@ def run(cfg: FinetuneConfig) -> Run:
     else:
         run_ = resumed
         run_.manifest["status"] = "running"
-    run_.manifest["device"] = device
+    run_.manifest[RESOLVED_INPUTS] = inputs.references()
+    run_.manifest["device"] = inputs.device
     run_.save()
     with run_.failing(), one_thread():
         run_.add_input("policy", inputs.policy_path)
@@ -426,23 +451,20 @@ def run(cfg: FinetuneConfig) -> Run:
             X = policy.layout.matrix([r["state"] for r in inputs.dataset.records])
             actions = np.array([r["teacher_action"] for r in inputs.dataset.records])
         print(f"[finetune] {policy.env_id}: --search {cfg.search} --optimizer {cfg.optimizer}, "
-              f"fitness {cfg.fitness}, lambda {cfg.ppo.expert_coef} -> {cfg.ppo.expert_coef_final}, "
-              f"on {device}; run folder {run_.path}")
+              f"fitness {cfg.fitness}, lambda {cfg.ppo.expert_coef} -> "
+              f"{cfg.ppo.expert_coef_final}, on {inputs.device}; run folder {run_.path}")
         if cfg.eval_episodes > 0 and "before" not in run_.manifest:
             run_.manifest["before"] = _jsonable(evaluate(cfg, inputs, policy, True))
             run_.save()
-        env_args = dict(teacher_run=str(inputs.teacher_run.path), detector=inputs.detector_ref,
-                        runs_dir=cfg.runs_dir, policy=policy, max_steps=cfg.max_steps,
-                        device=device)
-        play_env = PerceptionEnvFactory(**env_args)
-        tune_env = PerceptionEnvFactory(**env_args, with_teacher=True)
+        play_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps)
+        tune_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps, with_teacher=True)
         fitness = FitnessSpec(kind=cfg.fitness if cfg.search == "evolve" else "reward",
                               make_env=play_env, seed=cfg.seed + FITNESS_SEED_OFFSET,
                               episodes=cfg.episodes if cfg.search == "evolve" else
-                              cfg.cmaes.episodes, max_steps=cfg.max_steps, X=X, actions=actions,
+                              cfg.cmaes.episodes, X=X, actions=actions,
                               imitation_weight=cfg.imitation_weight)
         tuner = ConstantTuner(tune_env, cfg.optimizer, cfg.ppo_config(), cfg.cmaes_config(),
-                              device, cfg.max_steps)
+                              inputs.device)
         if cfg.search == "evolve":
             trees, summary = evolve(cfg, inputs, run_, fitness, tuner, X)
         else:
@@ -461,11 +483,10 @@ def run(cfg: FinetuneConfig) -> Run:
             metrics["before"] = run_.manifest["before"]
             metrics["after"] = _jsonable(evaluate(cfg, inputs, tuned, False))
         tuned.metrics = metrics
-        tuned.provenance = {"policy": str(inputs.policy_path), "run": str(run_.path),
-                            "teacher_run": str(inputs.teacher_run.path),
-                            "detector": inputs.detector_ref,
-                            "dataset": None if inputs.dataset is None else
-                            str(inputs.dataset.path)}
+        refs = inputs.references()
+        tuned.provenance = {"policy": refs["policy"], "run": str(run_.path),
+                            "teacher_run": refs["teacher"], "detector": refs["detector"],
+                            "dataset": refs["dataset"]}
         tuned.save(run_.path / POLICY)
         atomic_write_text(run_.path / "policy.py", tuned.to_python())
         atomic_write_text(run_.path / "history.json", json.dumps(

@@ -10,13 +10,13 @@ teacher acting on its stacked frames. A game per ``reset(seed)``, made the way
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from diffses.detection import load_detector
+from diffses.detection import Detector, load_detector
 from diffses.envs import reset_info
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent
@@ -86,14 +86,25 @@ def _teacher_model(path: str, device: str) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _detector(ref: str, env_id: str, runs_dir: str, device: str) -> Any:
+def _detector(ref: str, env_id: str, runs_dir: str, device: str) -> Detector:
     return load_detector(ref, env_id=env_id, runs_dir=runs_dir, device=device)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a factory's references name, loaded (the teacher model may be None)."""
+
+    teacher_run: Run
+    detector: Detector
+    teacher: Any | None = None
 
 
 @dataclass(frozen=True)
 class PerceptionEnvFactory:
     """Picklable recipe for :class:`PerceptionEnv`: a teacher run, a detector reference and the
-    policy whose layout gives the features. ``with_teacher`` adds the teacher's actions."""
+    policy whose layout gives the features. ``with_teacher`` adds the teacher's actions;
+    ``max_steps`` truncates each game. ``loaded`` holds what the references name when the
+    caller has loaded it; it is not pickled, so a worker process loads it once itself."""
 
     teacher_run: str
     detector: str
@@ -102,9 +113,21 @@ class PerceptionEnvFactory:
     with_teacher: bool = False
     max_steps: int | None = None
     device: str = "cpu"
+    loaded: Loaded | None = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "loaded": None}
+
+    def load(self) -> Loaded:
+        """``loaded``, else the run, detector and teacher model loaded once in this process."""
+        if self.loaded is not None:
+            return self.loaded
+        run = Run.load(self.teacher_run, "teacher")
+        return Loaded(run, _detector(self.detector, run.env_id, self.runs_dir, self.device),
+                      _teacher_model(str(run.path), self.device) if self.with_teacher else None)
 
     def __call__(self, index: int = 0) -> PerceptionEnv:
-        run = Run.load(self.teacher_run, "teacher")
-        detector = _detector(self.detector, run.env_id, self.runs_dir, self.device)
-        teacher = _teacher_model(str(run.path), self.device) if self.with_teacher else None
-        return PerceptionEnv(run, Perception(detector), self.policy, teacher, self.max_steps)
+        loaded = self.load()
+        teacher = loaded.teacher if self.with_teacher else None
+        return PerceptionEnv(loaded.teacher_run, Perception(loaded.detector), self.policy,
+                             teacher, self.max_steps)

@@ -57,15 +57,17 @@ def play_episodes(teacher_run: Run, seeds: Sequence[int],
 
 def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,
                           episodes: int, seed: int = 0, max_steps: int | None = None,
-                          device: str = "cpu") -> dict[str, Any]:
-    """Returns of the symbolic policy and the teacher (greedy) on the same seeded games."""
+                          device: str = "cpu", model: Any | None = None) -> dict[str, Any]:
+    """Returns of the symbolic policy and the teacher (greedy) on the same seeded games;
+    ``model`` is the teacher's loaded model (default: loaded from the run onto ``device``)."""
     seeds = [seed + i for i in range(episodes)]
     kwargs = perception.env_kwargs
 
     def symbolic() -> Callable[[np.ndarray, dict[str, Any]], int]:
         return SymbolicAgent(policy, perception)
 
-    model = load_teacher(teacher_run, device)
+    if model is None:
+        model = load_teacher(teacher_run, device)
 
     def teacher() -> Callable[[np.ndarray, dict[str, Any]], int]:
         return lambda obs, info: int(model.predict(obs, deterministic=True)[0][0])
