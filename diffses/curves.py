@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from diffses.errors import UserError
-from diffses.io import atomic_write_bytes
+from diffses.io import atomic_save
 
 TRAIN_TAG = "rollout/ep_rew_mean"
 EVAL_TAG = "eval/mean_reward"
@@ -45,8 +45,6 @@ def plot_learning_curves(runs: Sequence[tuple[str, str | Path]], out: str | Path
     """Return vs agent steps and vs wall-clock minutes for each (label, run folder); PNG."""
     import matplotlib
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
     fig, (by_steps, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for label, path in runs:
@@ -72,7 +70,7 @@ def plot_learning_curves(runs: Sequence[tuple[str, str | Path]], out: str | Path
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(Path(out), buf.getvalue())
+    try:
+        return atomic_save(out, lambda buf: fig.savefig(buf, format="png", dpi=100))
+    finally:
+        plt.close(fig)

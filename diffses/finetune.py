@@ -13,7 +13,6 @@ one thread here: the work is batches of a few observations, where more threads o
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -24,16 +23,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffses.cli import arg, composed, flat_values, known_values, part
+from diffses.cli import arg, composed, flat_values, part
 from diffses.detection import Detector, load_detector
 from diffses.distill import resolve_dataset
+from diffses.envs import same_game
 from diffses.errors import UserError
-from diffses.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from diffses.io import atomic_save, atomic_write_json, atomic_write_text
 from diffses.perception import Perception
 from diffses.perception_env import Loaded, PerceptionEnvFactory
 from diffses.play import SymbolicAgent, evaluate_side_by_side, play_episodes
 from diffses.policy import POLICY, SymbolicPolicy
-from diffses.runs import MANIFEST, Run, resolve_run
+from diffses.runs import MANIFEST, Run, resolve_run, resume_config
 from diffses.schema import Dataset, load_dataset
 from diffses.teacher import load_teacher
 from diffses.utils import resolve_device, seed_everything
@@ -203,7 +203,7 @@ def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: boo
     if refs["teacher"] is None and not Path(teacher_ref).exists():
         raise UserError(f"the policy's teacher run {teacher_ref} does not exist; pass --teacher")
     teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
-    if teacher_run.env_id != policy.env_id:
+    if not same_game(teacher_run.env_id, policy.env_id):
         raise UserError(f"policy {path} is for {policy.env_id} but teacher run "
                         f"{teacher_run.path} plays {teacher_run.env_id}; pass a teacher of "
                         f"{policy.env_id}")
@@ -253,15 +253,11 @@ def resolve_config(cfg: FinetuneConfig
     inputs it resolved; else ``cfg`` and its own references."""
     if cfg.resume is None:
         return cfg, None, {role: getattr(cfg, role) for role in INPUT_ROLES}
-    run_ = resolve_run(cfg.resume, STAGE, cfg.runs_dir, complete_only=False)
-    if run_.manifest.get("status") == "complete":
-        raise UserError(f"run {run_.path} is complete; nothing to resume")
-    stored = known_values(FinetuneConfig, run_.config)
-    stored.update(resume=str(run_.path), device=cfg.device, progress=cfg.progress,
-                  runs_dir=cfg.runs_dir)
-    refs = run_.manifest.get(RESOLVED_INPUTS) or {role: stored.get(role)
+    stored, run_ = resume_config(FinetuneConfig, cfg.resume, STAGE, cfg.runs_dir, False,
+                                 device=cfg.device, progress=cfg.progress)
+    refs = run_.manifest.get(RESOLVED_INPUTS) or {role: getattr(stored, role)
                                                   for role in INPUT_ROLES}
-    return FinetuneConfig(**stored), run_, refs
+    return stored, run_, refs
 
 
 class Logger:
@@ -306,9 +302,7 @@ def policy_entropy(policy: SymbolicPolicy, trees: Forest, X: np.ndarray | None
 
 
 def _save_torch(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save(path, lambda buf: torch.save(state, buf))
 
 
 def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,

@@ -4,11 +4,12 @@ half-written file behind, and a bad file is an error that names it."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import yaml
 
@@ -30,6 +31,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(path: str | Path, save: Callable[[BinaryIO], Any]) -> Path:
+    """Let ``save`` write into memory (``torch.save``, an SB3 model's ``save``, a figure's
+    ``savefig``), then write those bytes to ``path`` atomically."""
+    buf = io.BytesIO()
+    save(buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -9,7 +9,6 @@ greedy evaluation over seeded episodes; no path of the training machine is writt
 from __future__ import annotations
 
 import datetime as dt
-import io
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,10 @@ import numpy as np
 from diffses.cli import arg
 from diffses.curves import plot_learning_curves, read_curve
 from diffses.errors import UserError
-from diffses.io import atomic_write_bytes, atomic_write_json, sha256_file
+from diffses.io import atomic_write_json, sha256_file
 from diffses.play import play_episodes
 from diffses.runs import MANIFEST, Run, git_commit, package_versions, resolve_run
-from diffses.teacher import STAGE, load_teacher
+from diffses.teacher import STAGE, load_teacher, save_model
 
 MODEL = "model.zip"
 CURVE = "learning_curve.png"
@@ -63,15 +62,13 @@ def training_command(run_: Run) -> str:
     return shlex.join(parts)
 
 
-def policy_only_bytes(model: Any) -> bytes:
-    """The model as SB3 zip bytes with a fresh (empty) optimizer state and no log path."""
+def strip_for_shipping(model: Any) -> Any:
+    """The model with a fresh (empty) optimizer state and no log path: policy only."""
     policy = model.policy
     policy.optimizer = policy.optimizer_class(policy.parameters(), lr=1e-4,
                                               **policy.optimizer_kwargs)
     model.tensorboard_log = None
-    buf = io.BytesIO()
-    model.save(buf)
-    return buf.getvalue()
+    return model
 
 
 def run(cfg: ShipTeacherConfig) -> Path:
@@ -88,7 +85,7 @@ def run(cfg: ShipTeacherConfig) -> Path:
           f"{seeds[0]}..{seeds[-1]}")
     returns = play_episodes(source, seeds, lambda: lambda obs, info: int(
         model.predict(obs, deterministic=True)[0][0]), {}, cfg.max_steps)
-    atomic_write_bytes(out / MODEL, policy_only_bytes(model))
+    save_model(strip_for_shipping(model), out / MODEL)
     outputs = {MODEL: sha256_file(out / MODEL)}
     summary = source.manifest["summary"]
     curve_facts: dict[str, Any] = {}

@@ -16,11 +16,13 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
+from diffses.cli import known_values
 from diffses.errors import UserError
 from diffses.io import atomic_write_json, read_json, sha256_file
 
+T = TypeVar("T")
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = ("torch", "numpy", "gymnasium", "ale-py", "stable-retro", "stable-baselines3",
                     "ocatari", "gplearn", "scikit-learn", "optuna", "opencv-python-headless")
@@ -196,3 +198,16 @@ def resolve_run(ref: str | Path, stage: str, runs_dir: str | Path = "runs",
     if path.is_file() and (path.parent / MANIFEST).is_file():
         path = path.parent  # a file of a run folder, e.g. a shipped teacher's model.zip
     return Run.load(path, stage)
+
+
+def resume_config(cls: type[T], ref: str | Path, stage: str, runs_dir: str | Path,
+                  allow_complete: bool, **now: Any) -> tuple[T, Run]:
+    """For ``--resume``: the run ``ref`` names and its stored config of type ``cls``, with
+    ``now`` (this call's values: device, progress, a new total, ...) on top. A complete run
+    is refused unless ``allow_complete`` (a teacher may be trained further)."""
+    run = resolve_run(ref, stage, runs_dir, complete_only=False)
+    if run.manifest.get("status") == "complete" and not allow_complete:
+        raise UserError(f"run {run.path} is complete; nothing to resume")
+    stored = known_values(cls, run.config)
+    stored.update(resume=str(run.path), runs_dir=str(runs_dir), **now)
+    return cls(**stored), run

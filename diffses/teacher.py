@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from diffses.cli import arg
 from diffses.envs import make_vec_env, resolve_env
 from diffses.errors import UserError
 from diffses.hyperparams import DEFAULT_FILE, load_hyperparams, parse_overrides, split_hyperparams
-from diffses.io import atomic_write_bytes, atomic_write_json, read_json
-from diffses.runs import Run, jsonable, resolve_run
+from diffses.io import atomic_save, atomic_write_json, read_json
+from diffses.runs import Run, jsonable, resume_config
 from diffses.utils import resolve_device, seed_everything
 
 STAGE = "teacher"
@@ -70,9 +69,7 @@ class TeacherConfig:
 
 def save_model(model: PPO, path: Path) -> Path:
     """Save an SB3 model atomically (to memory, then one rename)."""
-    buf = io.BytesIO()
-    model.save(buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save(path, model.save)
 
 
 class Checkpointer(BaseCallback):
@@ -114,18 +111,15 @@ def latest_checkpoint(run_path: Path) -> Path | None:
 
 
 def resolve_config(cfg: TeacherConfig) -> tuple[TeacherConfig, Run | None]:
-    """For ``--resume``: the stored config of that run with this call's total and device."""
+    """For ``--resume``: the stored config of that run (and its preset) with this call's
+    total, device and progress."""
     if cfg.resume is None:
         return cfg, None
-    run = resolve_run(cfg.resume, STAGE, cfg.runs_dir, complete_only=False)
-    stored = {k: v for k, v in run.config.items() if k in {f.name for f in
-                                                          dataclasses.fields(TeacherConfig)}}
-    stored["hyperparams"] = tuple(stored.get("hyperparams", ()))
-    stored.update(resume=str(run.path), device=cfg.device, progress=cfg.progress,
-                  runs_dir=cfg.runs_dir, preset=run.manifest.get("preset", "auto"))
+    now = {"device": cfg.device, "progress": cfg.progress}
     if cfg.n_timesteps is not None:
-        stored["n_timesteps"] = cfg.n_timesteps
-    return TeacherConfig(**stored), run
+        now["n_timesteps"] = cfg.n_timesteps
+    stored, run = resume_config(TeacherConfig, cfg.resume, STAGE, cfg.runs_dir, True, **now)
+    return dataclasses.replace(stored, preset=run.manifest.get("preset", stored.preset)), run
 
 
 def teacher_env_kwargs(hyper: dict[str, Any]) -> dict[str, Any]:

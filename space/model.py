@@ -18,7 +18,6 @@ resolution. Detection reports each object's centre and size from its decoded alp
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch.distributions import RelaxedBernoulli
 
 from diffses.detection import Detection, Detector
 from diffses.errors import UserError
-from diffses.io import atomic_write_bytes
+from diffses.io import atomic_save
 from diffses.utils import resolve_device
 from space.config import LossConfig, ModelConfig, SpaceConfig, config_from, to_dict
 from space.data import preprocess, to_native
@@ -476,9 +475,7 @@ def save_checkpoint(path: str | Path, model: Space, cfg: SpaceConfig, step: int,
     """Write a self-describing checkpoint (config, weights, step, extras) atomically."""
     payload = {"format": "diffses-space-1", "config": to_dict(cfg), "step": int(step),
                "model": model.state_dict(), **(extra or {})}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_save(path, lambda buf: torch.save(payload, buf))
 
 
 def read_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:

@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT, run_cli
 from diffses.cli import from_yaml
 from diffses.detection import OcatariDetector
-from diffses.distill import DistillConfig, distil, run
+from diffses.distill import DistillConfig, distil
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.perception import Perception
@@ -56,7 +56,7 @@ def test_sample_json_distils_end_to_end_through_the_cli(tmp_path):
     assert "validation agreement" in proc.stdout and "NOOP" in proc.stdout
     path = next(tmp_path.glob("distill/*/policy.json"))
     doc = json.loads(path.read_text())
-    assert doc["env_id"] == "ALE/Pong-v5" and len(doc["trees"]) == 6
+    assert doc["env_id"] == "PongNoFrameskip-v4" and len(doc["trees"]) == 6
     assert {"tokens", "infix", "simplified", "size"} <= set(doc["trees"][0])
     assert doc["layout"]["names"][0].endswith("0_x")
     manifest = json.loads((path.parent / "manifest.json").read_text())

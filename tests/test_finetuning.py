@@ -73,7 +73,7 @@ def test_cli_evolves_on_pong_end_to_end(small_teacher, pong_policy, tmp_path):
     folder = next(tmp_path.glob("finetune/*"))
     tuned = SymbolicPolicy.load(folder)
     metrics = tuned.metrics
-    assert tuned.env_id == "ALE/Pong-v5" and tuned.n_actions == 6
+    assert tuned.env_id == "PongNoFrameskip-v4" and tuned.n_actions == 6
     assert metrics["before"]["seeds"] == metrics["after"]["seeds"] == [0]
     assert np.isfinite(metrics["before"]["teacher"]["mean"])
     assert 0 <= metrics["agreement_after"] <= 1 and metrics["generations"] == 2
