@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from diffses.errors import UserError
 from diffses.io import atomic_save
 
@@ -56,8 +58,7 @@ def plot_learning_curves(runs: Sequence[tuple[str, str | Path]], out: str | Path
             ev = read_curve(path, EVAL_TAG)
         except UserError:
             continue
-        evs = {s: t for s, t in zip(train.steps, train.seconds)}
-        times = [evs.get(s, evs[min(evs, key=lambda k: abs(k - s))]) for s in ev.steps]
+        times = np.interp(ev.steps, train.steps, train.seconds)  # eval points on the clock
         by_steps.plot([s / 1e6 for s in ev.steps], ev.values, "o", color=line.get_color(),
                       label=f"{label} (greedy eval)")
         by_time.plot([t / 60 for t in times], ev.values, "o", color=line.get_color())

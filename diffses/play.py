@@ -55,6 +55,11 @@ def play_episodes(teacher_run: Run, seeds: Sequence[int],
     return returns
 
 
+def greedy_teacher(model: Any) -> Callable[[], Callable[[np.ndarray, dict[str, Any]], int]]:
+    """A ``make_actor`` for :func:`play_episodes`: the teacher's greedy action."""
+    return lambda: lambda obs, info: int(model.predict(obs, deterministic=True)[0][0])
+
+
 def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,
                           episodes: int, seed: int = 0, max_steps: int | None = None,
                           device: str = "cpu", model: Any | None = None) -> dict[str, Any]:
@@ -69,11 +74,8 @@ def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teache
     if model is None:
         model = load_teacher(teacher_run, device)
 
-    def teacher() -> Callable[[np.ndarray, dict[str, Any]], int]:
-        return lambda obs, info: int(model.predict(obs, deterministic=True)[0][0])
-
     out: dict[str, Any] = {"seeds": seeds, "max_steps": max_steps}
-    for name, actor in (("symbolic", symbolic), ("teacher", teacher)):
+    for name, actor in (("symbolic", symbolic), ("teacher", greedy_teacher(model))):
         returns = play_episodes(teacher_run, seeds, actor, kwargs, max_steps)
         out[name] = {"returns": returns, "mean": float(np.mean(returns)),
                      "std": float(np.std(returns))}

@@ -20,7 +20,7 @@ from diffses.cli import arg
 from diffses.curves import plot_learning_curves, read_curve
 from diffses.errors import UserError
 from diffses.io import atomic_write_json, sha256_file
-from diffses.play import play_episodes
+from diffses.play import greedy_teacher, play_episodes
 from diffses.runs import MANIFEST, Run, git_commit, package_versions, resolve_run
 from diffses.teacher import STAGE, load_teacher, save_model
 
@@ -83,11 +83,9 @@ def run(cfg: ShipTeacherConfig) -> Path:
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     print(f"[ship] evaluating {source.path.name} ({cfg.which}) greedily on seeds "
           f"{seeds[0]}..{seeds[-1]}")
-    returns = play_episodes(source, seeds, lambda: lambda obs, info: int(
-        model.predict(obs, deterministic=True)[0][0]), {}, cfg.max_steps)
+    returns = play_episodes(source, seeds, greedy_teacher(model), {}, cfg.max_steps)
     save_model(strip_for_shipping(model), out / MODEL)
     outputs = {MODEL: sha256_file(out / MODEL)}
-    summary = source.manifest["summary"]
     curve_facts: dict[str, Any] = {}
     try:
         curve = read_curve(source.path)
@@ -99,6 +97,8 @@ def run(cfg: ShipTeacherConfig) -> Path:
                                    f"{source.manifest.get('preset')}")
         outputs[CURVE] = sha256_file(out / CURVE)
         curve_facts = {"wall_clock_minutes": round(curve.seconds[-1] / 60, 1),
+                       "agent_steps_per_second": round(
+                           curve.steps[-1] / max(curve.seconds[-1], 1e-9), 1),
                        "final_train_return": round(curve.values[-1], 2)}
     manifest = {
         "stage": STAGE,
@@ -122,8 +122,6 @@ def run(cfg: ShipTeacherConfig) -> Path:
         "summary": {
             "timesteps": int(model.num_timesteps),
             **curve_facts,
-            "train_seconds": summary.get("train_seconds"),
-            "steps_per_second": summary.get("steps_per_second"),
             "eval": {"seeds": seeds, "returns": returns, "mean": float(np.mean(returns)),
                      "std": float(np.std(returns)), "deterministic": True,
                      "max_steps": cfg.max_steps},

@@ -15,8 +15,6 @@ from diffses.errors import UserError
 from diffses.policy import SymbolicPolicy
 from diffses.runs import resolve_run
 
-POLICY = "policy.json"
-
 
 @dataclass(frozen=True)
 class ReportConfig:
@@ -67,10 +65,10 @@ def table(tuned: SymbolicPolicy, start: SymbolicPolicy) -> str:
 def run(cfg: ReportConfig) -> str:
     """Print and return the report of a finetune run."""
     run_ = resolve_run(cfg.finetune, "finetune", cfg.runs_dir)
-    tuned = SymbolicPolicy.load(run_.path / POLICY)
+    tuned = SymbolicPolicy.load(run_.path)
     start_path = tuned.provenance.get("policy")
     if not start_path:
-        raise UserError(f"{run_.path / POLICY} does not name the policy it started from")
+        raise UserError(f"the policy of {run_.path} does not name the policy it started from")
     text = table(tuned, SymbolicPolicy.load(start_path))
     print(text)
     return text

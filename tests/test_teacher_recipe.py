@@ -27,7 +27,7 @@ from diffses.frames import FramesConfig
 from diffses.frames import run as save_frames
 from diffses.hyperparams import load_hyperparams, split_hyperparams
 from diffses.networks import SmallCNN, resolve_policy_kwargs
-from diffses.play import play_episodes
+from diffses.play import greedy_teacher, play_episodes
 from diffses.pretrained import ShipTeacherConfig
 from diffses.pretrained import run as ship
 from diffses.runs import Run, resolve_run
@@ -121,6 +121,5 @@ def test_shipped_pong_teacher_wins_a_seeded_game():
     run_ = resolve_run(SHIPPED_PONG, "teacher")
     assert run_.manifest["summary"]["eval"]["mean"] >= 18
     model = load_teacher(run_)
-    returns = play_episodes(run_, [12345], lambda: lambda obs, info: int(
-        model.predict(obs, deterministic=True)[0][0]), {})
+    returns = play_episodes(run_, [12345], greedy_teacher(model), {})
     assert returns[0] >= 15
