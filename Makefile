@@ -37,8 +37,8 @@ demo-scratch: $(STAMP)
 		--checkpoint-freq 10240 --eval-freq 10240 --eval-episodes 1 --final-eval-episodes 2
 	$(PY) save_frames.py --teacher latest --runs-dir $(RUNS) -n 1000 --every 2 --ground-truth --name demo
 	$(PY) space/main.py --task train --config space/configs/atari_pong.yaml --frames latest --runs-dir $(RUNS) \
-		train.max_steps 400 loss.pres_prior.finish 300 loss.tau.finish 300 loss.fix_alpha_steps 50 \
-		detect.type_frames 300
+		train.max_steps=400 loss.pres_prior.finish=300 loss.tau.finish=300 loss.fix_alpha_steps=50 \
+		detect.type_frames=300
 	$(PY) space/main.py --task eval --checkpoint latest --frames latest --runs-dir $(RUNS)
 	$(PY) build_dataset.py --teacher latest --detector ocatari --runs-dir $(RUNS) --episodes 1 --name demo
 	$(PY) distill_teacher.py --dataset latest --runs-dir $(RUNS) --population-size 300 --generations 5 \

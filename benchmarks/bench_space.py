@@ -8,7 +8,7 @@ benchmarks/results/bench_space_<game>.json.
 
     python benchmarks/bench_space.py --env ALE/Pong-v5 --config space/configs/atari_pong.yaml
     python benchmarks/bench_space.py --env ALE/SpaceInvaders-v5 \\
-        --config space/configs/atari_spaceinvaders.yaml train.max_steps 3000
+        --config space/configs/atari_spaceinvaders.yaml train.max_steps=3000
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from diffses.cli import parse_overrides  # noqa: E402
 from diffses.frames import FramesConfig, run as save_frames  # noqa: E402
 from diffses.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from diffses.runs import env_slug, resolve_run  # noqa: E402
-from space.config import parse_overrides  # noqa: E402
 from space.data import load_frames, select_records  # noqa: E402
 from space.eval_run import evaluate_task  # noqa: E402
 from space.model import SpaceDetector  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--pretrained", help="copy the trained checkpoint here")
     parser.add_argument("--out", help="result JSON (default benchmarks/results/"
                                       "bench_space_<game>.json)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key value pairs")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args()
 
     if args.frames:

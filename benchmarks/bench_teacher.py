@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-#: name -> (preset, hyperparameter overrides) for train_visual_rl.py; "sb3" is plain SB3.
-CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "sb3": ("", ()),
-    "zoo": ("atari", ()),
-    "cpu": ("atari-cpu", ()),
-    "cpu-2-epochs": ("atari-cpu", ("n_epochs:2",)),
-    "cpu-16-envs": ("atari-cpu", ("n_steps:64",)),
+#: name -> (preset, hyperparameter overrides, n_envs) for train_visual_rl.py ("sb3": plain SB3).
+CANDIDATES: dict[str, tuple[str, tuple[str, ...], int | None]] = {
+    "sb3": ("", (), None),
+    "zoo": ("atari", (), None),
+    "cpu": ("atari-cpu", (), None),
+    "cpu-2-epochs": ("atari-cpu", ("n_epochs=2",), None),
+    "cpu-16-envs": ("atari-cpu", ("n_steps=64",), 16),
 }
 LABELS = {"sb3": "plain SB3 PPO, zoo settings", "zoo": "ours, preset atari (zoo)",
           "cpu": "ours, preset atari-cpu (shipped)", "cpu-2-epochs": "atari-cpu, 2 epochs",
@@ -41,8 +41,7 @@ LABELS = {"sb3": "plain SB3 PPO, zoo settings", "zoo": "ours, preset atari (zoo)
 
 def worker_ours(env_id: str, n: int, device: str, kind: str) -> dict:
     from diffses.teacher import TeacherConfig, run
-    preset, overrides = CANDIDATES[kind]
-    n_envs = 16 if kind == "cpu-16-envs" else None
+    preset, overrides, n_envs = CANDIDATES[kind]
     with tempfile.TemporaryDirectory() as runs:
         result = run(TeacherConfig(env=env_id, n_timesteps=n, runs_dir=runs, device=device,
                                    preset=preset, hyperparams=overrides, n_envs=n_envs,

@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import re
 import sys
 import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
+
+import yaml
 
 from diffses.errors import UserError
 from diffses.io import read_yaml_mapping
@@ -116,6 +119,42 @@ def composed(cls: type[T]) -> type[T]:
 
     cls.__init__ = __init__  # type: ignore[method-assign]
     return cls
+
+
+_KEY = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Overrides of a stage's settings file: ``key=value`` items, values read as yaml.
+
+    One grammar for the teacher's hyperparameters and SPACE's config (dotted keys reach into
+    sections): ``n_steps=64``, ``train.max_steps=2000``. rl-zoo's ``key:value`` and SPACE's
+    ``key value`` pairs are read too, so published commands keep working.
+    """
+    out: dict[str, Any] = {}
+    tokens = list(items)
+    i = 0
+    while i < len(tokens):
+        item = tokens[i]
+        match = _KEY.match(item)
+        if match is None:
+            raise UserError(f"override '{item}' is not of the form key=value")
+        key, rest = match.group(), item[match.end():]
+        if rest[:1] in ("=", ":"):
+            text = rest[1:]
+        elif rest:
+            raise UserError(f"override '{item}' is not of the form key=value")
+        elif i + 1 < len(tokens):
+            i += 1
+            text = tokens[i]
+        else:
+            raise UserError(f"override '{item}' has no value: write {item}=VALUE")
+        try:
+            out[key] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise UserError(f"cannot read the value {text!r} of '{key}': {err}") from None
+        i += 1
+    return out
 
 
 def flat_values(cfg: Any) -> dict[str, Any]:

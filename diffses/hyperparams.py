@@ -1,9 +1,9 @@
-"""PPO hyperparameters in the rl-zoo yaml format, with ``key:value`` overrides and schedules."""
+"""PPO hyperparameters in the rl-zoo yaml format, with overrides and schedules."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -26,17 +26,6 @@ class LinearSchedule:
 
     def __repr__(self) -> str:
         return f"lin_{self.initial:g}"
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["n_steps:64", "learning_rate:lin_1e-4"]`` -> a dict; values are parsed as yaml."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise UserError(f"hyperparameter override '{item}' is not of the form key:value")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def preset_key(table: dict[str, Any], env_id: str, backend: str, preset: str = "auto",

@@ -19,7 +19,9 @@ from diffses.errors import UserError
 class SmallCNN(BaseFeaturesExtractor):
     """The DQN-2013-sized CNN: 16 8x8/4, 32 4x4/2, one dense layer; ~4x cheaper than NatureCNN.
 
-    Input (B, C, H, W) scaled to [0, 1] by SB3; output (B, features_dim).
+    Input (B, C, H, W) scaled to [0, 1] by SB3; output (B, features_dim). The frames go
+    through the convolutions channels-last: the same numbers, but on a CPU the weight
+    gradient of the 8x8/4 layer takes about half the time it takes on NCHW tensors.
     """
 
     def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256):
@@ -34,7 +36,8 @@ class SmallCNN(BaseFeaturesExtractor):
         self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.cnn(observations))  # (B, features_dim)
+        frames = observations.contiguous(memory_format=torch.channels_last)
+        return self.linear(self.cnn(frames))  # (B, features_dim)
 
 
 #: Extractors that ``features_extractor_class`` may name in a hyperparameters file.

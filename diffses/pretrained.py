@@ -50,16 +50,20 @@ class ShipTeacherConfig:
 
 
 def training_command(run_: Run) -> str:
-    """The ``train_visual_rl.py`` command that reproduces a run, without machine paths."""
+    """The ``train_visual_rl.py`` calls that made a run, without machine paths: the first,
+    then ``--resume RUN -n TOTAL`` for each later call (the manifest's ``segments``)."""
     cfg = run_.config
-    parts = ["train_visual_rl.py", "--env", run_.env_id, "-n",
-             str(run_.manifest["summary"].get("timesteps", cfg.get("n_timesteps"))),
+    totals = [seg["total"] for seg in run_.manifest.get("segments", [])] or \
+        [int(run_.manifest["summary"].get("timesteps", cfg.get("n_timesteps")))]
+    parts = ["train_visual_rl.py", "--env", run_.env_id, "-n", str(totals[0]),
              "--seed", str(cfg["seed"]), "--preset", run_.manifest.get("preset", "auto")]
     if cfg.get("n_envs") is not None:
         parts += ["--n-envs", str(cfg["n_envs"])]
     if cfg.get("hyperparams"):
         parts += ["--hyperparams", *cfg["hyperparams"]]
-    return shlex.join(parts)
+    resumes = [shlex.join(["train_visual_rl.py", "--resume", "RUN", "-n", str(total)])
+               for total in totals[1:]]
+    return " && ".join([shlex.join(parts), *resumes])
 
 
 def strip_for_shipping(model: Any) -> Any:

@@ -13,10 +13,10 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecTransposeImage
 
-from diffses.cli import arg
+from diffses.cli import arg, parse_overrides
 from diffses.envs import make_vec_env, resolve_env
 from diffses.errors import UserError
-from diffses.hyperparams import DEFAULT_FILE, load_hyperparams, parse_overrides, split_hyperparams
+from diffses.hyperparams import DEFAULT_FILE, load_hyperparams, split_hyperparams
 from diffses.io import atomic_save, atomic_write_json, read_json
 from diffses.runs import Run, jsonable, resume_config
 from diffses.utils import resolve_device, seed_everything
@@ -39,8 +39,8 @@ class TeacherConfig:
     seed: int = arg(0, "seed for python, numpy, torch and the envs")
     device: str = arg("auto", "torch device: auto, cpu, cuda or cuda:N")
     n_envs: int | None = arg(None, "parallel envs (default: the hyperparams file's)")
-    hyperparams: tuple[str, ...] = arg((), "overrides as key:value, e.g. n_steps:64 "
-                                       "learning_rate:lin_1e-4")
+    hyperparams: tuple[str, ...] = arg((), "overrides as key=value, e.g. n_steps=64 "
+                                       "learning_rate=lin_1e-4 (rl-zoo's key:value works too)")
     hyperparams_file: str = arg(str(DEFAULT_FILE), "rl-zoo style yaml of PPO hyperparameters")
     preset: str = arg("auto", "entry of the hyperparameters file: auto (the env id's entry, "
                               "else atari-cpu/retro-cpu on a CPU, else atari/retro), or a key "
@@ -174,6 +174,10 @@ def run(cfg: TeacherConfig) -> Run:
                         tensorboard_log=str(path / "tb"), verbose=0, **ppo_kwargs)
         start = model.num_timesteps
         remaining = total - start
+        segment = {"from": int(start), "total": int(total), "device": device}
+        if remaining > 0:
+            run_.manifest.setdefault("segments", []).append(segment)
+            run_.save()
         callbacks: list[BaseCallback] = [
             Checkpointer(path / CHECKPOINTS, cfg.checkpoint_freq, cfg.keep_checkpoints)]
         if cfg.eval_freq > 0:
@@ -194,6 +198,8 @@ def run(cfg: TeacherConfig) -> Run:
                         progress_bar=cfg.progress)
         seconds = time.perf_counter() - t0
         save_model(model, path / "model.zip")
+        if remaining > 0:
+            segment.update(to=int(model.num_timesteps), seconds=round(seconds, 2))
         summary: dict[str, Any] = {
             "timesteps": int(model.num_timesteps),
             "train_seconds": round(seconds, 2),

@@ -1,8 +1,8 @@
-"""SPACE configuration: frozen dataclasses from a per-game yaml, with ``key value`` overrides.
+"""SPACE configuration: frozen dataclasses from a per-game yaml, with dotted-key overrides.
 
 A config is passed explicitly to everything that needs it (there is no global config object).
 ``load_config(path, overrides)`` reads the yaml, applies overrides such as
-``["train.max_steps", "2000", "device", "cuda:0"]`` (values parsed as yaml) and checks every
+``{"train.max_steps": 2000, "device": "cuda:0"}`` (from ``diffses.cli.parse_overrides``) and checks every
 key and type, so a typo or a wrong value is a :class:`UserError` naming the key.
 """
 
@@ -274,19 +274,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             return [plain(x) for x in v]
         return v
     return plain(dataclasses.asdict(cfg))
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["train.max_steps", "2000", "resume", "True"]`` -> ``{"train.max_steps": 2000, ...}``."""
-    if len(items) % 2:
-        raise UserError(f"overrides come in 'key value' pairs; '{items[-1]}' has no value")
-    out = {}
-    for key, text in zip(items[::2], items[1::2]):
-        try:
-            out[key] = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise UserError(f"cannot read the value {text!r} of '{key}': {err}") from None
-    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,13 @@
 
     python space/main.py --task train --config space/configs/atari_pong.yaml --frames latest
     python space/main.py --task train --config space/configs/atari_pong.yaml --frames RUN \\
-        train.max_steps 2000 device 'cuda:0'
-    python space/main.py --task train --checkpoint RUN resume True      # continue a stopped run
-    python space/main.py --task eval --checkpoint RUN --frames RUN eval.split validation
+        train.max_steps=2000 device=cuda:0
+    python space/main.py --task train --checkpoint RUN resume=true      # continue a stopped run
+    python space/main.py --task eval --checkpoint RUN --frames RUN eval.split=validation
 
-Trailing ``key value`` pairs override the config (dotted keys, values read as yaml). With
-``resume True`` the run's stored config is used (overrides still apply) and training goes on
+Trailing ``key=value`` items override the config (dotted keys, values read as yaml; the
+original SPACE's ``key value`` pairs are read too). With
+``resume=true`` the run's stored config is used (overrides still apply) and training goes on
 from its newest checkpoint (``--checkpoint``, default the newest SPACE run).
 """
 
@@ -19,8 +20,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from diffses.cli import guarded  # noqa: E402
-from space.config import parse_overrides  # noqa: E402
+from diffses.cli import guarded, parse_overrides  # noqa: E402
 from space.train import Task  # noqa: E402
 
 
@@ -38,8 +38,8 @@ def parse(argv: list[str] | None = None) -> Task:
                                              "(eval), or the run to resume (train)")
     parser.add_argument("--out", help="eval: write eval.json and the PNG here instead of the "
                                       "SPACE run folder")
-    parser.add_argument("overrides", nargs="*", metavar="key value",
-                        help="config overrides, e.g. train.max_steps 2000 resume True")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.max_steps=2000 resume=true")
     args = parser.parse_args(argv)
     return Task(task=args.task, config=args.config, frames=args.frames, runs_dir=args.runs_dir,
                 checkpoint=args.checkpoint, out=args.out,

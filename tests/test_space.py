@@ -284,7 +284,8 @@ def test_resume_continues_a_killed_run(pong_frames, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train.max_step", "5"], "unknown config key 'train.max_step' (did you mean train.max_steps"),
     (["train.max_steps", "many"], "'train.max_steps' needs an integer"),
-    (["train.max_steps"], "'key value' pairs"),
+    (["train.max_steps"], "has no value: write train.max_steps=VALUE"),
+    (["train.max_steps=many"], "'train.max_steps' needs an integer"),
     (["model.grid", "[5, 5]"], "must be model.grid"),
 ])
 def test_bad_overrides_are_refused_clearly(pong_frames, tmp_path, capsys, args, message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,10 +15,11 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY_PPO, run_cli, tiny_teacher_config
-from diffses.cli import parse
+from diffses.cli import parse, parse_overrides
 from diffses.errors import UserError
-from diffses.hyperparams import LinearSchedule, load_hyperparams, parse_overrides, \
+from diffses.hyperparams import LinearSchedule, load_hyperparams, \
     split_hyperparams
+from diffses.pretrained import training_command
 from diffses.runs import Run, resolve_run
 from diffses.teacher import TeacherConfig, latest_checkpoint, load_teacher, run, teacher_env
 
@@ -95,6 +97,18 @@ def test_killed_run_resumes_to_requested_total(tmp_path):
     assert model.num_timesteps == total
     # schedules ran over the whole requested total: progress ends at exactly 0, not above it
     assert model._current_progress_remaining == pytest.approx(0.0, abs=1e-9)
+    # every call is on record, so the shipped command reproduces the two calls
+    first, second = manifest["segments"]
+    assert (first["from"], first["total"], "to" in first) == (0, total, False)
+    assert (second["from"], second["to"], second["total"]) == (killed_at, total, total)
+    more = run_cli("train_visual_rl.py", "--resume", str(run_dir), "--runs-dir", str(tmp_path),
+                   "-n", str(total + 128), "--no-progress", "--device", "cpu")
+    assert more.returncode == 0, more.stderr
+    assert training_command(Run.load(run_dir)) == (
+        f"train_visual_rl.py --env ALE/Pong-v5 -n {total} --seed 0 --preset atari-cpu "
+        f"--n-envs 2 --hyperparams {' '.join(TINY_PPO)} && "
+        f"train_visual_rl.py --resume RUN -n {total} && "
+        f"train_visual_rl.py --resume RUN -n {total + 128}")
 
 
 def test_hyperparams_lookup_and_overrides():
@@ -109,8 +123,16 @@ def test_hyperparams_lookup_and_overrides():
     assert ppo["n_steps"] == 64 and ppo["ent_coef"] == 0.0 and extras["n_timesteps"] == 10**7
     assert isinstance(ppo["learning_rate"], LinearSchedule)
     assert ppo["learning_rate"](0.5) == pytest.approx(1.25e-4)
-    with pytest.raises(UserError, match="key:value"):
-        parse_overrides(["n_steps=64"])
+    assert parse_overrides(["n_steps=64", "learning_rate:lin_1e-4", "env_kwargs.x", "cuda:0",
+                            "policy_kwargs=dict(a=1)"]) == \
+        {"n_steps": 64, "learning_rate": "lin_1e-4", "env_kwargs.x": "cuda:0",
+         "policy_kwargs": "dict(a=1)"}
+    for bad, message in ((["n_steps"], "has no value: write n_steps=VALUE"),
+                         (["=64"], "not of the form key=value"),
+                         (["n steps=4"], "not of the form key=value"),
+                         (["clip_range=[1"], "cannot read the value")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            parse_overrides(bad)
     with pytest.raises(UserError, match="unknown PPO hyperparameter 'n_step'"):
         split_hyperparams({"n_step": 3})
 

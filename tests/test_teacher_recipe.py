@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -50,6 +52,22 @@ def test_cpu_preset_is_chosen_on_cpu_and_builds_the_small_cnn(teacher_run):
         resolve_policy_kwargs({"features_extractor_class": "TinyCNN"})
     assert resolve_policy_kwargs({"features_extractor_class": "NatureCNN"})[
         "features_extractor_class"] is NatureCNN
+
+
+def test_small_cnn_computes_the_plain_convolutions_and_their_gradients():
+    """Channels-last inside SmallCNN changes the speed, not the numbers."""
+    space = gym.spaces.Box(0, 1, (4, 84, 84), dtype=np.float32)
+    net = SmallCNN(space)
+    frames = torch.rand(32, 4, 84, 84)
+    ours = net(frames)
+    plain = net.linear(net.cnn(frames.contiguous()))
+    assert ours.shape == (32, 256) and torch.allclose(ours, plain, atol=1e-5)
+    grads = []
+    for out in (ours, plain):
+        net.zero_grad()
+        out.square().sum().backward(retain_graph=True)
+        grads.append(net.cnn[0].weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-4)
 
 
 def test_cpu_preset_learns_a_pixel_game():
