@@ -1,10 +1,19 @@
-"""Distillation quality on a real dataset: the GP forest beside simple references, one run.
+"""Distillation beside its baselines, on the same split, in one run.
 
-Same train/validation split for every row: the majority action (the floor), a scikit-learn
-decision tree of depth 5 on the same features (the interpretable reference SCoBots uses),
-and our forest. With --episodes the forest also plays beside the teacher on the same seeds.
+For each dataset (the planted rules of tests/planted.py, scored on held-out episodes drawn
+with another seed, and optionally a real dataset, scored on its validation episodes):
 
-    python benchmarks/bench_distill.py --dataset runs/dataset/<run> --episodes 5
+- our forest at the default settings (logistic-scaled one-vs-rest GP, polished and pruned);
+- plain gplearn one-vs-rest (``SymbolicClassifier`` per action, raw outputs as logits, the
+  same population and generations, no scaling, polishing or pruning);
+- a decision tree with about as many nodes as our forest (the VIPER-style baseline);
+- the majority action.
+
+Columns: agreement with the teacher, size in nodes, fit time, records per second. With
+--episodes and a real dataset, our forest also plays beside the teacher on the same seeds.
+
+    python benchmarks/bench_distill.py                       # planted rules
+    python benchmarks/bench_distill.py --dataset sample.json --episodes 5
 """
 
 from __future__ import annotations
@@ -13,66 +22,125 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from diffses.distill import DistillConfig, distil, play_metrics, resolve_dataset, split_episodes  # noqa: E402,E501
-from diffses.features import FeatureLayout  # noqa: E402
+from diffses.schema import Dataset  # noqa: E402
+from planted import RULES, rule_dataset  # noqa: E402
+from see.tree import from_gplearn, logits  # noqa: E402
+
+
+def plain_gplearn(cfg: DistillConfig, X: np.ndarray, actions: np.ndarray, n_actions: int
+                  ) -> list[list[dict]]:
+    """One gplearn SymbolicClassifier per action, its raw program as the logit."""
+    from gplearn.genetic import SymbolicClassifier
+    trees = []
+    for a in range(n_actions):
+        y = (actions == a).astype(int)
+        if y.min() == y.max():
+            trees.append([{"c": -1e6}])
+            continue
+        est = SymbolicClassifier(**cfg.gplearn_params(cfg.seed + a))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            est.fit(X, y)
+        trees.append(from_gplearn(est._program.program))
+    return trees
+
+
+def score(name: str, predict, size: int, seconds: float, X: np.ndarray, actions: np.ndarray,
+          n_records: int) -> dict:
+    return {"model": name, "agreement": round(float((predict(X) == actions).mean()), 4),
+            "nodes": int(size), "fit_seconds": round(seconds, 2),
+            "records_per_s": round(n_records / max(seconds, 1e-9), 1)}
+
+
+def compare(data: Dataset, held_out: Dataset | None, cfg: DistillConfig) -> dict:
+    """All rows on one dataset; scored on ``held_out`` when given, else on validation."""
+    from sklearn.tree import DecisionTreeClassifier
+    t0 = time.perf_counter()
+    policy, metrics = distil(cfg, data)
+    ours_s = time.perf_counter() - t0
+    split = split_episodes(data, policy.layout, cfg.validation_fraction, cfg.seed)
+    if held_out is not None:
+        X_eval = policy.layout.matrix([r["state"] for r in held_out.records])
+        a_eval = np.array([r["teacher_action"] for r in held_out.records])
+    else:
+        X_eval, a_eval = split.X_val, split.a_val
+    n = len(split.a_train)
+    rows = [score("ours (default)", policy.act, sum(metrics["tree_sizes"]), ours_s,
+                  X_eval, a_eval, n)]
+    t0 = time.perf_counter()
+    plain = plain_gplearn(cfg, split.X_train, split.a_train, data.n_actions)
+    rows.append(score("plain gplearn one-vs-rest",
+                      lambda X: np.argmax(logits(plain, X), axis=1),
+                      sum(len(t) for t in plain), time.perf_counter() - t0, X_eval, a_eval, n))
+    leaves = max(2, (sum(metrics["tree_sizes"]) + 1) // 2)
+    t0 = time.perf_counter()
+    dt = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=0).fit(split.X_train,
+                                                                          split.a_train)
+    rows.append(score("decision tree, same size", dt.predict, dt.tree_.node_count,
+                      time.perf_counter() - t0, X_eval, a_eval, n))
+    majority = int(np.bincount(split.a_train).argmax())
+    rows.append(score("majority action", lambda X: np.full(len(X), majority), 1, 0.0,
+                      X_eval, a_eval, n))
+    return {"records": len(data.records), "n_actions": data.n_actions, "rows": rows,
+            "tree_sizes": metrics["tree_sizes"], "formulas": policy.describe(),
+            "policy": policy}
+
+
+def show(title: str, result: dict) -> None:
+    print(f"\n{title}: {result['records']} records, {result['n_actions']} actions")
+    print(f"{'model':<30}{'agreement':>10}{'nodes':>7}{'fit s':>8}{'records/s':>11}")
+    for row in result["rows"]:
+        print(f"{row['model']:<30}{row['agreement']:>10.3f}{row['nodes']:>7}"
+              f"{row['fit_seconds']:>8.1f}{row['records_per_s']:>11.1f}")
+    print(f"ours: tree sizes {result['tree_sizes']}\n{result['formulas']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="latest")
+    parser.add_argument("--rules", nargs="*", default=list(RULES), choices=tuple(RULES))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--records", type=int, default=1500)
+    parser.add_argument("--dataset", help="a real dataset too (run folder, 'latest' or file)")
     parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--population-size", type=int, default=1000)
-    parser.add_argument("--generations", type=int, default=20)
-    parser.add_argument("--mode", default="auto")
-    parser.add_argument("--episodes", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--episodes", type=int, default=0,
+                        help="with --dataset: seeded games of our forest and the teacher")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_distill.json"))
     args = parser.parse_args()
-    from sklearn.tree import DecisionTreeClassifier
-
-    data, _ = resolve_dataset(args.dataset, args.runs_dir)
-    cfg = DistillConfig(dataset=args.dataset, mode=args.mode, runs_dir=args.runs_dir,
-                        population_size=args.population_size, generations=args.generations,
-                        eval_episodes=args.episodes, eval_max_steps=args.max_steps)
-    layout = FeatureLayout.for_dataset(data.records, data.meta, cfg.max_slots)
-    split = split_episodes(data, layout, cfg.validation_fraction, cfg.seed)
-    majority = np.bincount(split.a_train).argmax()
-    rows = {"majority action": float((split.a_val == majority).mean())}
-    t0 = time.perf_counter()
-    tree = DecisionTreeClassifier(max_depth=5, random_state=0).fit(split.X_train, split.a_train)
-    rows["decision tree, depth 5"] = float((tree.predict(split.X_val) == split.a_val).mean())
-    tree_seconds = time.perf_counter() - t0
-    policy, metrics = distil(cfg, data)
-    rows["GP forest (ours)"] = metrics["validation_agreement"]
-    result = {"dataset": str(data.path), "records": len(data.records),
-              "actions_share": metrics["teacher_action_share"], "agreement": rows,
-              "fit_seconds": {"decision tree": round(tree_seconds, 2),
-                              "GP forest": metrics["fit_seconds"]},
-              "tree_sizes": metrics["tree_sizes"], "mode": metrics["mode"]}
-    print(f"\n{len(data.records)} records ({metrics['n_train']} train, "
-          f"{metrics['n_validation']} validation), teacher action counts "
-          f"{metrics['teacher_action_share']}, GP population {cfg.gp.population_size}, "
-          f"{cfg.gp.generations} generations, mode {metrics['mode']}")
-    print(f"{'model':<28}{'validation agreement':>22}")
-    for name, value in rows.items():
-        print(f"{name:<28}{value:>22.3f}")
-    print(f"GP fit {metrics['fit_seconds']:.1f} s, tree sizes {metrics['tree_sizes']}")
-    print(policy.describe())
-    if args.episodes:
-        play = play_metrics(cfg, policy, data)
-        result["play"] = play
-        print(f"return over {args.episodes} seeded games: symbolic "
-              f"{play['symbolic']['mean']:.2f} +/- {play['symbolic']['std']:.2f}, teacher "
-              f"{play['teacher']['mean']:.2f} +/- {play['teacher']['std']:.2f}")
+    out: dict = {"planted": {}, "dataset": None}
+    for rule in args.rules:
+        for seed in args.seeds:
+            cfg = DistillConfig(runs_dir=args.runs_dir, seed=seed)
+            result = compare(rule_dataset(rule, args.records, seed),
+                             rule_dataset(rule, args.records, seed + 100), cfg)
+            show(f"planted rule '{rule}', seed {seed}, held-out episodes of seed {seed + 100}",
+                 result)
+            result.pop("policy")
+            out["planted"][f"{rule}/{seed}"] = result
+    if args.dataset:
+        data, _ = resolve_dataset(args.dataset, args.runs_dir)
+        cfg = DistillConfig(dataset=args.dataset, runs_dir=args.runs_dir,
+                            eval_episodes=args.episodes)
+        result = compare(data, None, cfg)
+        show(f"dataset {data.path} (validation episodes)", result)
+        if args.episodes:
+            play = play_metrics(cfg, result["policy"], data)
+            result["play"] = play
+            print(f"return over {args.episodes} seeded games: ours "
+                  f"{play['symbolic']['mean']:.2f} +/- {play['symbolic']['std']:.2f}, teacher "
+                  f"{play['teacher']['mean']:.2f} +/- {play['teacher']['std']:.2f}")
+        result.pop("policy")
+        out["dataset"] = dict(result, path=str(data.path))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

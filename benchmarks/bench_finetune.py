@@ -177,8 +177,8 @@ def main() -> None:
               f"{_fmt(r['return_before']):>8}{_fmt(r['return_after']):>8}"
               f"{_fmt(r['return_teacher']):>9}{_fmt(r['wall_seconds'], 1):>8}")
     print("* mean return of the training games that ended in the second half of the budget")
-    print(f"\nOffset-catch game (tests/objenv.py), same budget for both optimizers, greedy return "
-          f"over 20 games (max 50)")
+    print("\nOffset-catch game (tests/objenv.py), same budget for both optimizers, greedy return "
+          "over 20 games (max 50)")
     print(f"{'setup':<40}{'env steps':>10}{'train*':>8}{'return':>8}{'wall s':>8}")
     for r in small:
         print(f"{r['setup']:<40}{r['env_steps']:>10}{_fmt(r.get('train_return_last_half')):>8}"

@@ -1,14 +1,14 @@
 """Stage II-C: distil a dataset of teacher behaviour into a forest of symbolic expressions.
 
-One gplearn tree per action over the feature layout. ``classifier`` mode fits a one-vs-rest
-``SymbolicClassifier`` per action on the teacher's actions (the program's raw output is the
-logit); ``regressor`` mode fits a ``SymbolicRegressor`` per action
-on the teacher's centred log-probabilities (needs ``teacher_probs``), selecting programs by
-correlation and then scaling each linearly to its target (Keijzer's linear scaling), so the
-search does not spend itself on constants and the parsimony pressure means the same on
-every dataset. The action is the argmax
-of the trees. Records are split into train and validation by episode; ``restarts``
-independent runs keep the forest with the best validation agreement.
+One gplearn tree per action over the feature layout, each judged without regard to scale
+and offset so the search spends itself on structure: ``classifier`` mode fits each action
+one-vs-rest on the teacher's actions, scoring a program by the log loss of its best logistic
+fit; ``regressor`` mode fits the teacher's centred log-probabilities (needs
+``teacher_probs``) by correlation, then scales linearly (Keijzer's linear scaling). The
+forest is then compacted: all constants polished jointly by softmax cross-entropy, subtrees
+that do not change the agreement with the teacher pruned, constants folded. The action is
+the argmax of the trees. Records are split into train and validation by episode;
+``restarts`` independent runs keep the forest with the best validation agreement.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from gplearn.fitness import make_fitness
 
 from diffses.cli import arg, composed, flat_values, part
 from diffses.errors import UserError
@@ -29,12 +30,16 @@ from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
 from diffses.schema import Dataset, load_dataset
 from diffses.utils import seed_everything
+from gplearn_custom.compact import collapse_linear, extend_linear, logistic_loss, \
+    logistic_scaling, polish, prune
 from gplearn_custom.params import GPParams, require
 from see import operators as ops
-from see.tree import evaluate, from_gplearn
+from see.tree import evaluate, from_gplearn, softmax
 
 STAGE = "distill"
 MODES = ("auto", "classifier", "regressor")
+#: gplearn fitness of one-vs-rest programs: log loss after the best logistic scaling.
+LOGISTIC = make_fitness(function=logistic_loss, greater_is_better=False, wrap=False)
 #: A tree for an action the teacher never took: a constant that never wins the argmax.
 NEVER = [{"c": -1e6}]
 
@@ -50,11 +55,15 @@ class DistillConfig:
     config: str | None = arg(None, "yaml file of these options (flags on the command line win)")
     mode: str = arg("auto", "classifier (one-vs-rest on actions), regressor (on the teacher's "
                             "logits, needs teacher_probs) or auto", choices=MODES)
-    gp: GPParams = part(GPParams())
+    gp: GPParams = part(GPParams(generations=10))
     max_samples: float = arg(1.0, "gplearn max_samples (fraction of rows per program)")
     max_slots: int | None = arg(None, "cap on objects per type in the feature layout")
     validation_fraction: float = arg(0.2, "share of episodes held out for validation")
-    restarts: int = arg(1, "independent GP runs; the best validation agreement is kept")
+    restarts: int = arg(2, "independent GP runs; the best validation agreement is kept")
+    compact: bool = arg(True, "polish the forest's constants jointly and prune subtrees that "
+                              "do not change its agreement with the teacher")
+    prune_tolerance: float = arg(0.002, "agreement on the training records that pruning may "
+                                        "give up")
     n_jobs: int = arg(1, "gplearn n_jobs")
     seed: int = arg(0, "random seed")
     eval_episodes: int = arg(0, "play this many seeded games with the policy and the teacher")
@@ -72,6 +81,7 @@ class DistillConfig:
             (0 < self.max_samples <= 1, "max_samples must be in (0, 1]"),
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.restarts >= 1, "restarts must be at least 1"),
+            (0 <= self.prune_tolerance < 1, "prune_tolerance must be in [0, 1)"),
         ], UserError)
 
     def gplearn_params(self, seed: int) -> dict[str, Any]:
@@ -136,7 +146,7 @@ def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed
                ) -> list[list[dict]]:
     """One tree per action. With ``on_block``, generations run in blocks (gplearn warm
     starts) and ``on_block(generations_done, trees)`` may return False to stop early."""
-    from gplearn.genetic import SymbolicClassifier, SymbolicRegressor
+    from gplearn.genetic import SymbolicRegressor
     estimators: list[Any] = []
     for a in range(n_actions):
         params = cfg.gplearn_params(seed + a)
@@ -145,7 +155,8 @@ def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed
             if y.min() == y.max():
                 estimators.append(None)
                 continue
-            estimators.append((SymbolicClassifier(**params, warm_start=True), y))
+            estimators.append((SymbolicRegressor(**params, warm_start=True, metric=LOGISTIC,
+                                                 stopping_criteria=0.0), y))
         else:
             estimators.append((SymbolicRegressor(**params, warm_start=True, metric="pearson",
                                                  stopping_criteria=1.0),
@@ -158,8 +169,8 @@ def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed
                 out.append(NEVER)
                 continue
             tree = from_gplearn(entry[0]._program.program)
-            out.append(tree if mode == "classifier" else
-                       linear_scaling(tree, split.X_train, entry[1]))
+            out.append(logistic_scaling(tree, split.X_train, entry[1]) if mode == "classifier"
+                       else linear_scaling(tree, split.X_train, entry[1]))
         return out
 
     with warnings.catch_warnings():
@@ -174,6 +185,24 @@ def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed
             if on_block is not None and not on_block(g, trees()):
                 break
     return trees()
+
+
+def compact_forest(cfg: DistillConfig, trees: list[list[dict]], split: Split, mode: str
+                   ) -> list[list[dict]]:
+    """Polish every constant jointly, add the linear terms the search missed, prune what does
+    not change the teacher agreement on the training records, collapse linear subtrees and
+    polish again (see :mod:`gplearn_custom.compact`)."""
+    if not cfg.compact:
+        return trees
+    n_actions = len(trees)
+    if mode == "classifier":
+        target = np.eye(n_actions)[split.a_train]
+    else:
+        target = softmax(split.logits_train)
+    trees = extend_linear(polish(trees, split.X_train, target), split.X_train, target)
+    trees = prune(trees, split.X_train, split.a_train, cfg.prune_tolerance, target)
+    trees = polish([collapse_linear(tree) for tree in trees], split.X_train, target)
+    return [collapse_linear(tree) for tree in trees]
 
 
 def linear_scaling(tree: list[dict], X: np.ndarray, target: np.ndarray) -> list[dict]:
@@ -214,7 +243,8 @@ def distil(cfg: DistillConfig, data: Dataset,
            on_generation: Callable[[int, float], bool] | None = None
            ) -> tuple[SymbolicPolicy, dict[str, Any]]:
     """Fit the forest (with restarts) and measure it; returns the policy and its metrics.
-    ``on_generation(g, validation_agreement)`` reports progress and may stop the run."""
+    ``on_generation(g, validation_agreement)`` reports progress (``g`` counts on across
+    restarts) and may stop the run."""
     seed_everything(cfg.seed)
     layout = FeatureLayout.for_dataset(data.records, data.meta, cfg.max_slots)
     if layout.size == 0:
@@ -229,14 +259,15 @@ def distil(cfg: DistillConfig, data: Dataset,
     t0 = time.perf_counter()
     for r in range(cfg.restarts):
         seed = cfg.seed + 1000 * r
-        hook = None
-        if on_generation is not None:
-            def hook(g: int, trees: list[list[dict]]) -> bool:
-                return on_generation(g, agreement(trees, layout, split.X_val, split.a_val,
-                                                  meanings, env_id))
-        trees = fit_forest(cfg, split, n_actions, mode, seed, hook)
+        def report(g: int, trees: list[list[dict]], done: int = r * cfg.gp.generations) -> bool:
+            return on_generation(done + g, agreement(trees, layout, split.X_val, split.a_val,
+                                              meanings, env_id))
+        raw = fit_forest(cfg, split, n_actions, mode, seed,
+                         report if on_generation is not None else None)
+        trees = compact_forest(cfg, raw, split, mode)
         val = agreement(trees, layout, split.X_val, split.a_val, meanings, env_id)
-        runs.append({"restart": r, "seed": seed, "validation_agreement": val})
+        runs.append({"restart": r, "seed": seed, "validation_agreement": val,
+                     "raw_tree_sizes": [len(t) for t in raw]})
         if best is None or val > best[0]:
             best = (val, trees)
     seconds = time.perf_counter() - t0

@@ -57,3 +57,50 @@ def write_planted(folder: Path, **kwargs) -> Path:
     path.write_text(json.dumps(data.records))
     (folder / "planted.meta.json").write_text(json.dumps(data.meta))
     return path
+
+
+def _deadzone(py: np.ndarray, px: np.ndarray, by: np.ndarray, bx: np.ndarray,
+              bvx: np.ndarray) -> np.ndarray:
+    """UP when the ball is more than 8 px above the player, DOWN when below, else NOOP."""
+    return np.where(by < py - 8, 0, np.where(by > py + 8, 1, 2))
+
+
+def _intercept(py: np.ndarray, px: np.ndarray, by: np.ndarray, bx: np.ndarray,
+               bvx: np.ndarray) -> np.ndarray:
+    """RIGHT when the ball will be right of the paddle in 6 steps, else LEFT."""
+    return np.where(bx + 6 * bvx > px, 1, 0)
+
+
+def _lead3(py: np.ndarray, px: np.ndarray, by: np.ndarray, bx: np.ndarray,
+           bvx: np.ndarray) -> np.ndarray:
+    """Chase the ball's position 4 steps ahead with a 6 px dead zone: NOOP, LEFT or RIGHT."""
+    target = bx + 4 * bvx
+    return np.where(target < px - 6, 1, np.where(target > px + 6, 2, 0))
+
+
+#: name -> (rule over pixel positions and velocities, action meanings)
+RULES = {"deadzone": (_deadzone, ["UP", "DOWN", "NOOP"]),
+         "intercept": (_intercept, ["LEFT", "RIGHT"]),
+         "lead3": (_lead3, ["NOOP", "LEFT", "RIGHT"])}
+
+
+def rule_dataset(rule: str, n: int = 1500, seed: int = 0) -> Dataset:
+    """A dataset of actions only (no teacher probabilities) from a rule of :data:`RULES`:
+    a player and a ball placed near each other at random, 100 steps an episode."""
+    fn, meanings = RULES[rule]
+    rng = np.random.default_rng(seed)
+    px, py = rng.uniform(20, 140, n), rng.uniform(20, 190, n)
+    bx = np.clip(px + rng.normal(0, 25, n), 0, 159)
+    by = np.clip(py + rng.normal(0, 25, n), 0, 209)
+    bvx, bvy = rng.uniform(-4, 4, n), rng.uniform(-4, 4, n)
+    actions = fn(py, px, by, bx, bvx)
+    records = [{"state": [
+        {"type": 0, "x_position": float(px[i]), "y_position": float(py[i]),
+         "x_velocity": 0.0, "y_velocity": 0.0},
+        {"type": 1, "x_position": float(bx[i]), "y_position": float(by[i]),
+         "x_velocity": float(bvx[i]), "y_velocity": float(bvy[i])}],
+        "teacher_action": int(actions[i]), "episode": i // 100, "step": i % 100}
+        for i in range(n)]
+    meta = dict(META, n_actions=len(meanings), action_meanings=meanings,
+                env_id=f"Planted-{rule}")
+    return Dataset(Path(f"{rule}.json"), records, meta)

@@ -19,10 +19,10 @@ from diffses.perception import Perception
 from diffses.play import evaluate_side_by_side
 from diffses.policy import SymbolicPolicy
 from diffses.schema import load_dataset
-from planted import planted_dataset, write_planted
+from planted import planted_dataset, rule_dataset, write_planted
 from see.tree import evaluate, infix
 
-SMALL = dict(population_size=500, generations=10, runs_dir="unused")
+SMALL = dict(population_size=500, generations=10, restarts=1, runs_dir="unused")
 
 
 def test_planted_rule_is_recovered_from_teacher_logits():
@@ -39,6 +39,19 @@ def test_planted_rule_is_recovered_from_actions_alone():
     assert metrics["validation_agreement"] >= 0.95
     confusion = np.array(metrics["validation_confusion"])
     assert confusion.sum() == metrics["n_validation"] and confusion.trace() >= 0.95 * 300
+
+
+@pytest.mark.parametrize("rule, seed", [("deadzone", 1), ("intercept", 2), ("lead3", 3)])
+def test_planted_rule_from_actions_alone_is_recovered_exactly_at_the_defaults(rule, seed):
+    """Default settings, actions only; scored on episodes drawn with another seed."""
+    policy, metrics = distil(DistillConfig(runs_dir="unused", seed=seed),
+                             rule_dataset(rule, seed=seed))
+    held = rule_dataset(rule, seed=seed + 100)
+    X = policy.layout.matrix([r["state"] for r in held.records])
+    actions = np.array([r["teacher_action"] for r in held.records])
+    assert (policy.act(X) == actions).mean() >= 0.98, policy.describe()
+    assert max(metrics["tree_sizes"]) <= 15, policy.describe()
+    assert metrics["mode"] == "classifier"
 
 
 def test_restarts_keep_the_best_validation_agreement():
