@@ -5,7 +5,8 @@ with another seed, and optionally a real dataset, scored on its validation episo
 
 - our forest at the default settings (logistic-scaled one-vs-rest GP, polished and pruned);
 - plain gplearn one-vs-rest (``SymbolicClassifier`` per action, raw outputs as logits, the
-  same population and generations, no scaling, polishing or pruning);
+  same population and as many generations as our restarts run in all; no scaling, polishing
+  or pruning);
 - a decision tree with about as many nodes as our forest (the VIPER-style baseline);
 - the majority action.
 
@@ -38,7 +39,8 @@ from see.tree import from_gplearn, logits  # noqa: E402
 
 def plain_gplearn(cfg: DistillConfig, X: np.ndarray, actions: np.ndarray, n_actions: int
                   ) -> list[list[dict]]:
-    """One gplearn SymbolicClassifier per action, its raw program as the logit."""
+    """One gplearn SymbolicClassifier per action, its raw program as the logit; as many
+    generations as our restarts run in all."""
     from gplearn.genetic import SymbolicClassifier
     trees = []
     for a in range(n_actions):
@@ -46,7 +48,9 @@ def plain_gplearn(cfg: DistillConfig, X: np.ndarray, actions: np.ndarray, n_acti
         if y.min() == y.max():
             trees.append([{"c": -1e6}])
             continue
-        est = SymbolicClassifier(**cfg.gplearn_params(cfg.seed + a))
+        params = dict(cfg.gplearn_params(cfg.seed + a),
+                      generations=cfg.gp.generations * cfg.restarts)
+        est = SymbolicClassifier(**params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             est.fit(X, y)
@@ -58,7 +62,7 @@ def score(name: str, predict, size: int, seconds: float, X: np.ndarray, actions:
           n_records: int) -> dict:
     return {"model": name, "agreement": round(float((predict(X) == actions).mean()), 4),
             "nodes": int(size), "fit_seconds": round(seconds, 2),
-            "records_per_s": round(n_records / max(seconds, 1e-9), 1)}
+            "records_per_s": round(n_records / seconds, 1) if seconds > 0.05 else None}
 
 
 def compare(data: Dataset, held_out: Dataset | None, cfg: DistillConfig) -> dict:
@@ -99,8 +103,9 @@ def show(title: str, result: dict) -> None:
     print(f"\n{title}: {result['records']} records, {result['n_actions']} actions")
     print(f"{'model':<30}{'agreement':>10}{'nodes':>7}{'fit s':>8}{'records/s':>11}")
     for row in result["rows"]:
+        rate = "-" if row["records_per_s"] is None else f"{row['records_per_s']:.1f}"
         print(f"{row['model']:<30}{row['agreement']:>10.3f}{row['nodes']:>7}"
-              f"{row['fit_seconds']:>8.1f}{row['records_per_s']:>11.1f}")
+              f"{row['fit_seconds']:>8.1f}{rate:>11}")
     print(f"ours: tree sizes {result['tree_sizes']}\n{result['formulas']}")
 
 

@@ -54,6 +54,8 @@ CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_PT = "checkpoint.pt"
 #: Fitness games are seeded from ``seed + FITNESS_SEED_OFFSET``, apart from evaluation games.
 FITNESS_SEED_OFFSET = 1000
+#: Selection games (the returned policy is chosen on them) from ``seed + SELECT_SEED_OFFSET``.
+SELECT_SEED_OFFSET = 2000
 #: Manifest key of the inputs a run resolved (policy file, teacher run, detector, dataset
 #: file), which ``--resume`` reads back.
 RESOLVED_INPUTS = "resolved_inputs"
@@ -100,6 +102,12 @@ class FinetuneConfig:
     ppo: PPOConfig = part(PPOConfig(n_envs=2, expert_coef=1.0))
     cmaes: CMAESConfig = part(CMAESConfig(), rename={"popsize": "cmaes_popsize",
                                                      "episodes": "cmaes_episodes"})
+    select_episodes: int = arg(3, "games, seeded apart from the fitness and evaluation games, "
+                                  "on which the returned policy is chosen: the starting "
+                                  "policy unless a candidate of the search beats it (0: return "
+                                  "the search's result unchecked)")
+    select_every: int = arg(10, "--search gradient: the constants every this many updates "
+                                "are a candidate (the last ones always are)")
     eval_episodes: int = arg(3, "games of the before/after evaluation (0: none)")
     eval_max_steps: int | None = arg(None, "cap on agent steps per evaluation game")
     eval_seed: int | None = arg(None, "first seed of the evaluation games (default: --seed)")
@@ -118,6 +126,8 @@ class FinetuneConfig:
             (self.eval_episodes >= 0, "eval_episodes must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be positive"),
             (self.checkpoint_freq >= 1, "checkpoint_freq must be at least 1"),
+            (self.select_episodes >= 0, "select_episodes must be >= 0"),
+            (self.select_every >= 1, "select_every must be at least 1"),
         ], UserError)
         try:
             self.ppo_config()
@@ -306,8 +316,9 @@ def _save_torch(path: Path, state: dict[str, Any]) -> None:
 
 
 def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
-           tuner: ConstantTuner, X: np.ndarray | None) -> tuple[Forest, dict[str, Any]]:
-    """GP from the policy; the best forest and a summary."""
+           tuner: ConstantTuner, X: np.ndarray | None
+           ) -> tuple[list[tuple[str, Forest]], dict[str, Any]]:
+    """GP from the policy; the best forest (as the one candidate) and a summary."""
     policy = inputs.policy
     function_set = tuple(cfg.gp.function_set or policy.function_set or ops.DEFAULT_FUNCTION_SET)
     engine = cfg.search_engine(function_set)
@@ -338,7 +349,7 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
         logger.close()
     history = engine.history_
     seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
-    return engine.best_.trees, {
+    return [("best of the search", engine.best_.trees)], {
         "generations": len(history), "best_fitness": engine.best_.score.fitness,
         "best_return": engine.best_.score.mean_return,
         "best_agreement": engine.best_.score.agreement,
@@ -349,14 +360,16 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
 
 def gradient(cfg: FinetuneConfig, inputs: Inputs, run_: Run, pool: WorkerPool,
              tune_env: Callable[[int], Any], X: np.ndarray | None
-             ) -> tuple[Forest, dict[str, Any]]:
-    """PPO or CMA-ES on the constants of the policy's fixed structure."""
+             ) -> tuple[list[tuple[str, Forest]], dict[str, Any]]:
+    """PPO or CMA-ES on the constants of the policy's fixed structure; the candidates (every
+    ``select_every`` updates and the last) and a summary."""
     policy = inputs.policy
     if not fo.constants(policy.trees):
         raise UserError("the policy has no constants to tune; use --search evolve")
     ckpt = run_.path / CHECKPOINT_PT
     state = torch.load(ckpt, weights_only=False) if cfg.resume and ckpt.is_file() else None
     history: list[dict[str, Any]] = list(state["history"]) if state else []
+    candidates: list[tuple[str, Forest]] = list(state.get("candidates", [])) if state else []
     if cfg.optimizer == "ppo":
         seed_everything(cfg.seed)
         tuner: Any = ConstantPPO(policy.trees, tune_env, cfg.ppo_config(), cfg.seed,
@@ -375,7 +388,7 @@ def gradient(cfg: FinetuneConfig, inputs: Inputs, run_: Run, pool: WorkerPool,
     try:
         while not tuner.done:
             stats = step()
-            record = stats.to_dict()
+            record = dataclasses.asdict(stats)
             history.append(record)
             trees = tuner.trees()
             if cfg.optimizer == "ppo":
@@ -389,14 +402,18 @@ def gradient(cfg: FinetuneConfig, inputs: Inputs, run_: Run, pool: WorkerPool,
                            "sigma": stats.sigma, "seconds": stats.seconds}
             scalars["entropy/dataset"] = policy_entropy(policy, trees, X)
             logger.log(tuner.env_steps, scalars, stats.constants)
+            if len(history) % cfg.select_every == 0 and not tuner.done:
+                candidates.append((f"{unit} {len(history)}", trees))
             if len(history) % cfg.checkpoint_freq == 0 or tuner.done:
-                _save_torch(ckpt, {"tuner": tuner.state_dict(), "history": history})
+                _save_torch(ckpt, {"tuner": tuner.state_dict(), "history": history,
+                                   "candidates": candidates})
     finally:
         logger.close()
         if cfg.optimizer == "ppo":
             tuner.close()
     seconds = [h["seconds"] for h in history]
-    return tuner.trees(), {"optimizer": cfg.optimizer, "env_steps": tuner.env_steps,
+    candidates.append((f"{unit} {len(history)} (last)", tuner.trees()))
+    return candidates, {"optimizer": cfg.optimizer, "env_steps": tuner.env_steps,
                            "iterations": len(history),
                            f"seconds_per_{unit}": float(np.mean(seconds)) if seconds else None,
                            "episode_returns": [list(x) for x in tuner.episode_returns],
@@ -418,6 +435,29 @@ def evaluate(cfg: FinetuneConfig, inputs: Inputs, policy: SymbolicPolicy,
     return {"seeds": seeds, "max_steps": cfg.eval_max_steps,
             "symbolic": {"returns": returns, "mean": float(np.mean(returns)),
                          "std": float(np.std(returns))}}
+
+
+def select(cfg: FinetuneConfig, inputs: Inputs, candidates: list[tuple[str, Forest]]
+           ) -> tuple[Forest, dict[str, Any]]:
+    """The starting policy or the candidate with the best mean return on the selection games
+    (the start wins ties); with ``select_episodes`` 0, the last candidate unchecked."""
+    if cfg.select_episodes == 0:
+        return candidates[-1][1], {"chosen": candidates[-1][0], "checked": False}
+    policy = inputs.policy
+    perception = Perception(inputs.detector)
+    seeds = [cfg.seed + SELECT_SEED_OFFSET + i for i in range(cfg.select_episodes)]
+    table = []
+    for label, trees in [("start", policy.trees), *candidates]:
+        candidate = SymbolicPolicy(trees, policy.layout, policy.action_meanings,
+                                   policy.env_id, policy.function_set)
+        returns = play_episodes(inputs.teacher_run, seeds,
+                                lambda: SymbolicAgent(candidate, perception),
+                                perception.env_kwargs, cfg.max_steps)
+        table.append({"candidate": label, "returns": returns, "mean": float(np.mean(returns))})
+    best = max(range(len(table)), key=lambda i: (table[i]["mean"], -i))
+    chosen = policy.trees if best == 0 else candidates[best - 1][1]
+    return chosen, {"chosen": table[best]["candidate"], "checked": True, "seeds": seeds,
+                    "max_steps": cfg.max_steps, "candidates": table}
 
 
 def run(cfg: FinetuneConfig) -> Run:
@@ -460,10 +500,20 @@ def run(cfg: FinetuneConfig) -> Run:
         tuner = ConstantTuner(tune_env, cfg.optimizer, cfg.ppo_config(), cfg.cmaes_config(),
                               inputs.device)
         if cfg.search == "evolve":
-            trees, summary = evolve(cfg, inputs, run_, fitness, tuner, X)
+            candidates, summary = evolve(cfg, inputs, run_, fitness, tuner, X)
         else:
             with WorkerPool(fitness, None, cfg.n_jobs).running() as pool:
-                trees, summary = gradient(cfg, inputs, run_, pool, tune_env, X)
+                candidates, summary = gradient(cfg, inputs, run_, pool, tune_env, X)
+        trees, selection = select(cfg, inputs, candidates)
+        summary["selection"] = selection
+        if selection["chosen"] == "start":
+            print(f"[finetune] nothing beat the starting policy on the {cfg.select_episodes} "
+                  f"selection games (seeds {selection['seeds'][0]}..{selection['seeds'][-1]}): "
+                  f"returning it unchanged")
+        elif selection["checked"]:
+            print(f"[finetune] chosen on the selection games: {selection['chosen']} "
+                  f"({max(c['mean'] for c in selection['candidates']):.2f} against "
+                  f"{selection['candidates'][0]['mean']:.2f} for the start)")
         tuned = SymbolicPolicy(trees, policy.layout, policy.action_meanings, policy.env_id,
                                policy.function_set)
         metrics: dict[str, Any] = {"search": cfg.search, "optimizer": cfg.optimizer,
@@ -489,6 +539,7 @@ def run(cfg: FinetuneConfig) -> Run:
         for name in (POLICY, "policy.py", "history.json"):
             run_.add_output(run_.path / name)
         short = {k: metrics[k] for k in ("search", "optimizer", "env_steps") if k in metrics}
+        short["selected"] = selection["chosen"]
         if cfg.eval_episodes > 0:
             short["return_before"] = metrics["before"]["symbolic"]["mean"]
             short["return_after"] = metrics["after"]["symbolic"]["mean"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import cma
@@ -53,9 +53,6 @@ class IterationStats:
     sigma: float
     seconds: float
     constants: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ConstantCMAES:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -126,9 +126,6 @@ class UpdateStats:
     clip_fraction: float
     seconds: float
     constants: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ConstantPPO:

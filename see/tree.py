@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -157,18 +158,46 @@ def simplified(tokens: Sequence[Token], names: Sequence[str], seconds: float = 2
     return str(expr)
 
 
-def python_expr(tokens: Sequence[Token], features: str = "x") -> str:
-    """The tree as one plain-Python expression over the list ``features``; it needs ``math``
-    and :data:`see.operators.PYTHON_HELPERS`."""
+def python_statements(trees: Sequence[Sequence[Token]], comments: Sequence[str],
+                      features: str = "x") -> tuple[list[str], list[str]]:
+    """Plain-Python assignments computing every tree over the list ``features``, each
+    subexpression used more than once computed once (``s0 = ...``), and the names of the
+    trees' values (``v0``, ``v1``, ...; each assignment commented with ``comments[a]``). The
+    code needs ``math`` and :data:`see.operators.PYTHON_HELPERS`."""
     def leaf(tok: Token) -> str:
         return f"{features}[{tok['x']}]" if "x" in tok else repr(float(tok["c"]))
 
-    def node(op: ops.Operator, args: list[str]) -> str:
+    def code_of(op: ops.Operator, args: list[str]) -> str:
         if not op.python:
             raise ValueError(f"operator {op.name!r} has no plain-Python form")
         return op.python.format(*args)
 
-    return fold(tokens, leaf, node)
+    counts: Counter = Counter()
+
+    def count(op: ops.Operator, args: list[str]) -> str:
+        code = code_of(op, args)
+        counts[code] += 1
+        return code
+
+    for tree in trees:
+        fold(tree, leaf, count)
+    names: dict[str, str] = {}
+    body: list[str] = []
+
+    def emit(op: ops.Operator, args: list[str]) -> str:
+        code = code_of(op, args)
+        if counts[code] < 2:
+            return code
+        if code not in names:
+            names[code] = f"s{len(names)}"
+            body.append(f"{names[code]} = {code}")
+        return names[code]
+
+    values = []
+    for a, tree in enumerate(trees):
+        body.append(f"v{a} = {fold(tree, leaf, emit)}  # {comments[a]}")
+        values.append(f"v{a}")
+    return body, values
 
 
 def from_gplearn(program: Sequence[Any]) -> Tree:

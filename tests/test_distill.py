@@ -91,6 +91,26 @@ def test_policy_round_trip_and_exported_python_act_identically(tmp_path):
     spec.loader.exec_module(module)
     exported = np.array([module.act(list(map(float, row))) for row in X])
     np.testing.assert_array_equal(exported, policy.act(X))
+    from_objects = np.array([module.act_objects(r["state"]) for r in data.records])
+    np.testing.assert_array_equal(from_objects, policy.act(X))
+    np.testing.assert_array_equal([policy.act(row[None])[0] for row in X], policy.act(X))
+
+
+def test_exported_python_computes_a_repeated_subexpression_once():
+    layout = FeatureLayout({0: "player", 1: "ball"}, {0: 1, 1: 1}, (210, 160))
+    gap = [{"f": "sub"}, {"x": 1}, {"x": 6}]
+    trees = [[{"f": "mul"}, {"c": 3.0}, *gap], [{"f": "neg"}, *gap], [{"c": 0.1}]]
+    source = SymbolicPolicy(trees, layout, ["UP", "DOWN", "NOOP"], "Planted-v0",
+                            ["sub", "mul", "neg"]).to_python()
+    assert source.count("x[1] - x[6]") == 1 and "s0 = " in source
+    namespace: dict = {}
+    exec(source, namespace)
+    ball_below = [{"type": 0, "x_position": 140, "y_position": 50, "x_velocity": 0,
+                   "y_velocity": 0},
+                  {"type": 1, "x_position": 80, "y_position": 150, "x_velocity": 1,
+                   "y_velocity": 2}]
+    assert namespace["policy_objects"](ball_below) == 1          # DOWN: -(y_p - y_b) > 0.1
+    assert namespace["policy_objects"](ball_below[:1]) == 0      # no ball: y_p - 0 > 0
 
 
 def test_trees_evaluate_like_their_formulas():

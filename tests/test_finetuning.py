@@ -108,19 +108,29 @@ def test_gradient_search_resumes_after_sigkill(small_teacher, pong_policy, tmp_p
     assert [h["update"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["env_steps"] == 192 and history[0]["agreement"] is not None
     tuned = SymbolicPolicy.load(folder)
-    assert fo.constants(tuned.trees) == pytest.approx(history[-1]["constants"])
+    selection = tuned.metrics["selection"]
+    table = {c["candidate"]: c["mean"] for c in selection["candidates"]}
+    assert set(table) == {"start", "update 6 (last)"} and selection["seeds"] == [2000, 2001, 2002]
+    if selection["chosen"] == "start":      # the start wins ties: never a worse policy back
+        assert table["start"] >= table["update 6 (last)"]
+        assert tuned.trees == SymbolicPolicy.load(pong_policy).trees
+    else:
+        assert table["update 6 (last)"] > table["start"]
+        assert fo.constants(tuned.trees) == pytest.approx(history[-1]["constants"])
 
 
 def test_gradient_search_with_cmaes(small_teacher, pong_policy, tmp_path):
     cfg = FinetuneConfig(policy=str(pong_policy), teacher=str(small_teacher.path),
                          detector="ocatari", runs_dir=str(tmp_path), search="gradient",
                          optimizer="cmaes", n_timesteps=60, cmaes_popsize=2, max_steps=20,
-                         eval_episodes=0, device="cpu", progress=False)
+                         eval_episodes=0, select_episodes=0, device="cpu", progress=False)
     done = run(cfg)
     history = json.loads((done.path / "history.json").read_text())["history"]
     assert len(history) == 2 and history[-1]["env_steps"] == 80
     before = fo.constants(SymbolicPolicy.load(pong_policy).trees)
-    assert fo.constants(SymbolicPolicy.load(done.path).trees) != before
+    tuned = SymbolicPolicy.load(done.path)
+    assert fo.constants(tuned.trees) != before      # unchecked: the search's last constants
+    assert tuned.metrics["selection"] == {"chosen": "iter 2 (last)", "checked": False}
 
 
 def test_bad_input_exits_2_with_a_clear_message(small_teacher, pong_policy, tmp_path):
