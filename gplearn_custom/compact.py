@@ -36,19 +36,26 @@ def _standardised(values: np.ndarray) -> tuple[np.ndarray, float, float] | None:
     return (values - mean) / std, mean, std
 
 
-def _fit_logistic(z: np.ndarray, y: np.ndarray, w: np.ndarray, steps: int = 6
+def _fit_logistic(z: np.ndarray, y: np.ndarray, w: np.ndarray, steps: int = 5
                   ) -> tuple[float, float, float]:
     """Weighted 1-D logistic regression ``y ~ sigmoid(a + b z)`` by Newton's method with a
     small ridge on ``b``; returns ``(a, b, mean log loss)``."""
     total = float(w.sum())
-    rate = float(np.clip((w * y).sum() / total, 1e-6, 1 - 1e-6))
+    rate = float(np.clip(w @ y / total, 1e-6, 1 - 1e-6))
     a, b = float(np.log(rate / (1 - rate))), 0.0
     ridge = 1e-4 * total
+    wz, wzz = w * z, w * z * z
     for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-np.clip(a + b * z, -30, 30)))
-        r, s = w * (p - y), w * p * (1 - p)
-        g_a, g_b = r.sum(), (r * z).sum() + ridge * b
-        h_aa, h_ab, h_bb = s.sum() + 1e-9, (s * z).sum(), (s * z * z).sum() + ridge
+        p = a + b * z
+        np.clip(p, -30, 30, out=p)
+        np.negative(p, out=p)
+        np.exp(p, out=p)
+        p += 1.0
+        np.reciprocal(p, out=p)                      # sigmoid(a + b z)
+        s = p * (1.0 - p)
+        p -= y                                       # residual
+        g_a, g_b = w @ p, wz @ p + ridge * b
+        h_aa, h_ab, h_bb = w @ s + 1e-9, wz @ s, wzz @ s + ridge
         det = h_aa * h_bb - h_ab * h_ab
         if det <= 0:
             break
@@ -56,7 +63,7 @@ def _fit_logistic(z: np.ndarray, y: np.ndarray, w: np.ndarray, steps: int = 6
         b -= (h_aa * g_b - h_ab * g_a) / det
     margin = np.clip(a + b * z, -30, 30)
     loss = np.logaddexp(0.0, margin) - y * margin
-    return a, b, float((w * loss).sum() / total)
+    return a, b, float(w @ loss / total)
 
 
 def logistic_loss(y: np.ndarray, y_pred: np.ndarray, w: np.ndarray) -> float:
