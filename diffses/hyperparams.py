@@ -61,11 +61,46 @@ def load_hyperparams(env_id: str, backend: str, overrides: dict[str, Any] | None
     return key, params
 
 
+#: Hyperparameters with a required kind of value: int, float (an int will do), bool, or
+#: "schedule" (a number or ``lin_<number>``); None is allowed where PPO takes it.
+KINDS = {"n_steps": int, "batch_size": int, "n_epochs": int, "n_envs": int, "frame_stack": int,
+         "sde_sample_freq": int, "stats_window_size": int, "n_timesteps": float,
+         "gamma": float, "gae_lambda": float, "ent_coef": float, "vf_coef": float,
+         "max_grad_norm": float, "target_kl": float, "normalize_advantage": bool,
+         "use_sde": bool, "learning_rate": "schedule", "clip_range": "schedule",
+         "clip_range_vf": "schedule"}
+NULLABLE = {"target_kl", "clip_range_vf"}
+
+
+def check_value(key: str, value: Any) -> None:
+    """A :class:`UserError` naming the key unless ``value`` is of the kind PPO takes there."""
+    kind = KINDS.get(key)
+    if kind is None or (value is None and key in NULLABLE):
+        return
+    if kind == "schedule":
+        if isinstance(value, str) and value.startswith("lin_"):
+            try:
+                float(value[4:])
+                return
+            except ValueError:
+                pass
+        kind, what = float, "a number or lin_<number>"
+    else:
+        what = {int: "an integer", float: "a number", bool: "true or false"}[kind]
+    ok = isinstance(value, bool) if kind is bool else (
+        isinstance(value, int) and not isinstance(value, bool) if kind is int else
+        isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok:
+        raise UserError(f"hyperparameter {key} must be {what}, not {value!r}")
+
+
 def split_hyperparams(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split into (zoo extras, PPO keyword arguments) with schedules and numbers resolved."""
     from stable_baselines3 import PPO
     import inspect
     allowed = set(inspect.signature(PPO.__init__).parameters) - {"self", "env", "policy"}
+    for key, value in params.items():
+        check_value(key, value)
     extras = {k: params[k] for k in EXTRA_KEYS if k in params}
     ppo_kwargs = {}
     for key, value in params.items():

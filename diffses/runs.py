@@ -80,6 +80,7 @@ class Run:
         """Make a new run folder (or use ``path``) and write its first manifest."""
         now = dt.datetime.now()
         if path is None:
+            check_runs_dir(runs_dir)
             folder = f"{env_slug(env_id)}__{name}__s{seed}__{now:%Y%m%d-%H%M%S}"
             path = Path(runs_dir) / stage / folder
             suffix = 1
@@ -181,11 +182,22 @@ def find_runs(runs_dir: str | Path, stage: str, env_id: str | None = None,
     return sorted(runs, key=lambda r: (r.manifest.get("created", ""), r.path.name))
 
 
+def check_runs_dir(runs_dir: str | Path) -> None:
+    """Refuse a ``--runs-dir`` that is a file (or holds a file where a stage folder goes)."""
+    path = Path(runs_dir)
+    for part in [path, *path.parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"--runs-dir {runs_dir}: {part} is a file; give a folder")
+            return
+
+
 def resolve_run(ref: str | Path, stage: str, runs_dir: str | Path = "runs",
                 env_id: str | None = None, complete_only: bool = True) -> Run:
     """A run folder path (or a file in one), or ``latest``: the newest complete run of
     ``stage`` (and env)."""
     if str(ref) == "latest":
+        check_runs_dir(runs_dir)
         runs = find_runs(runs_dir, stage, env_id, complete_only)
         if not runs:
             where = f" for {env_id}" if env_id else ""

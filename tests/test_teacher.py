@@ -158,3 +158,27 @@ def test_resume_of_missing_run_is_a_clear_error(tmp_path):
     proc = run_cli("train_visual_rl.py", "--resume", str(tmp_path / "nope"), "--runs-dir",
                    str(tmp_path))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["learning_rate=abc"], "hyperparameter learning_rate must be a number or lin_<number>, "
+                            "not 'abc'"),
+    (["n_steps=1.5"], "hyperparameter n_steps must be an integer, not 1.5"),
+    (["clip_range=lin_x"], "hyperparameter clip_range must be a number or lin_<number>"),
+    (["normalize_advantage=3"], "hyperparameter normalize_advantage must be true or false"),
+    (["gamma=[1]"], "hyperparameter gamma must be a number, not [1]"),
+])
+def test_bad_hyperparameter_values_are_refused_before_training(tmp_path, overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        run(tiny_teacher_config(tmp_path, hyperparams=tuple(overrides)))
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_runs_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("x")
+    for args in (["-n", "64"], ["--resume", "latest"]):
+        proc = run_cli("train_visual_rl.py", *args, "--runs-dir", str(path))
+        assert proc.returncode == 2 and f"--runs-dir {path}: {path} is a file" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert path.read_text() == "x"
