@@ -141,8 +141,10 @@ class SymbolicPolicy:
                  f'{", ".join(layout.names)}."""',
                  "    x = features"]
         lines += [f"    {line}" for line in body]
-        lines += [f"    values = [{', '.join(values)}]",
-                  "    return max(range(len(values)), key=lambda i: (values[i], -i))",
+        lines += ["    best, action = v0, 0"]
+        for a in range(1, len(values)):
+            lines += [f"    if {values[a]} > best:", f"        best, action = {values[a]}, {a}"]
+        lines += ["    return action",
                   "", "",
                   f"def {name}_features(objects):",
                   '    """Object records -> the layout\'s feature vector (float32 values, as at '
