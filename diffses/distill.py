@@ -257,11 +257,15 @@ def distil(cfg: DistillConfig, data: Dataset,
     best: tuple[float, list[list[dict]]] | None = None
     runs = []
     t0 = time.perf_counter()
+    stopped = False
     for r in range(cfg.restarts):
         seed = cfg.seed + 1000 * r
+
         def report(g: int, trees: list[list[dict]], done: int = r * cfg.gp.generations) -> bool:
-            return on_generation(done + g, agreement(trees, layout, split.X_val, split.a_val,
-                                              meanings, env_id))
+            nonlocal stopped
+            stopped = not on_generation(done + g, agreement(trees, layout, split.X_val,
+                                                            split.a_val, meanings, env_id))
+            return not stopped
         raw = fit_forest(cfg, split, n_actions, mode, seed,
                          report if on_generation is not None else None)
         trees = compact_forest(cfg, raw, split, mode)
@@ -270,6 +274,8 @@ def distil(cfg: DistillConfig, data: Dataset,
                      "raw_tree_sizes": [len(t) for t in raw]})
         if best is None or val > best[0]:
             best = (val, trees)
+        if stopped:
+            break
     seconds = time.perf_counter() - t0
     policy = SymbolicPolicy(best[1], layout, meanings, env_id, list(cfg.gp.function_set))
     pred_val = policy.act(split.X_val)
