@@ -72,26 +72,42 @@ KINDS = {"n_steps": int, "batch_size": int, "n_epochs": int, "n_envs": int, "fra
 NULLABLE = {"target_kl", "clip_range_vf"}
 
 
-def check_value(key: str, value: Any) -> None:
-    """A :class:`UserError` naming the key unless ``value`` is of the kind PPO takes there."""
+def _number(value: Any) -> float | None:
+    """A number, or a string that reads as one (PyYAML reads ``1e-3`` as a string)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def checked_value(key: str, value: Any) -> Any:
+    """``value`` as the kind PPO takes for ``key`` (numeric strings read as numbers), or a
+    :class:`UserError` naming the key."""
     kind = KINDS.get(key)
     if kind is None or (value is None and key in NULLABLE):
-        return
-    if kind == "schedule":
-        if isinstance(value, str) and value.startswith("lin_"):
-            try:
-                float(value[4:])
-                return
-            except ValueError:
-                pass
-        kind, what = float, "a number or lin_<number>"
-    else:
-        what = {int: "an integer", float: "a number", bool: "true or false"}[kind]
-    ok = isinstance(value, bool) if kind is bool else (
-        isinstance(value, int) and not isinstance(value, bool) if kind is int else
-        isinstance(value, (int, float)) and not isinstance(value, bool))
-    if not ok:
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"hyperparameter {key} must be true or false, not {value!r}")
+    if kind == "schedule" and isinstance(value, str) and value.startswith("lin_") and \
+            _number(value[4:]) is not None:
+        return value
+    number = _number(value)
+    if kind is int:
+        if number is None or float(number) != int(number):
+            raise UserError(f"hyperparameter {key} must be an integer, not {value!r}")
+        return int(number)
+    if number is None:
+        what = "a number or lin_<number>" if kind == "schedule" else "a number"
         raise UserError(f"hyperparameter {key} must be {what}, not {value!r}")
+    return number
 
 
 def split_hyperparams(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -99,8 +115,7 @@ def split_hyperparams(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     from stable_baselines3 import PPO
     import inspect
     allowed = set(inspect.signature(PPO.__init__).parameters) - {"self", "env", "policy"}
-    for key, value in params.items():
-        check_value(key, value)
+    params = {key: checked_value(key, value) for key, value in params.items()}
     extras = {k: params[k] for k in EXTRA_KEYS if k in params}
     ppo_kwargs = {}
     for key, value in params.items():
