@@ -11,6 +11,7 @@ gets ``trials.csv`` and ``best.yaml``, which ``distill_teacher.py --config best.
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +63,16 @@ class TuneConfig:
     max_generations: int = arg(40, "upper bound of the generations searched")
     resume: str | None = arg(None, "continue the study of a tune run folder (or 'latest')")
     seed: int = arg(0, "sampler seed (worker i uses seed + i)")
+    heartbeat: int = arg(30, "seconds between a running trial's heartbeats; a trial silent "
+                             "for twice as long (its worker was killed) is marked failed")
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("optuna", "run name, part of the run folder's name")
 
     def __post_init__(self) -> None:
         if self.n_trials < 1 or self.n_workers < 1:
             raise UserError("--n-trials and --n-workers must be at least 1")
+        if self.heartbeat < 1:
+            raise UserError("--heartbeat must be at least 1 second")
         if self.max_population < 10 or self.max_generations < 2:
             raise UserError("--max-population must be >= 10 and --max-generations >= 2")
 
@@ -130,11 +135,20 @@ def _base_options(cfg: TuneConfig) -> dict[str, Any]:
     return base
 
 
+def study_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
+    """The storage with heartbeats: a trial whose worker died is failed, not left running."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
+                                          grace_period=2 * heartbeat)
+
+
 def _optimize(cfg: TuneConfig, storage: str, target: int, worker: int) -> None:
     """One worker: run trials on the shared study until it holds ``target`` finished trials."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data, _ = resolve_dataset(cfg.dataset, cfg.runs_dir)
-    study = optuna.load_study(study_name=cfg.study_name, storage=storage,
+    study = optuna.load_study(study_name=cfg.study_name,
+                              storage=study_storage(storage, cfg.heartbeat),
                               sampler=optuna.samplers.TPESampler(seed=cfg.seed + worker),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -182,8 +196,12 @@ def run(cfg: TuneConfig) -> Run:
     run_.save()
     with run_.failing():
         run_.add_input("dataset", data.path)
-        study = optuna.create_study(study_name=cfg.study_name, storage=storage,
+        study = optuna.create_study(study_name=cfg.study_name,
+                                    storage=study_storage(storage, cfg.heartbeat),
                                     direction="maximize", load_if_exists=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         finished = [t for t in study.trials if t.state.is_finished()]
         target = len(finished) + cfg.n_trials
         print(f"[tune] study '{cfg.study_name}' at {storage}: {len(finished)} trials so far, "

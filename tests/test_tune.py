@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import optuna
 import pandas as pd
 import pytest
 import yaml
+from sqlalchemy.exc import SQLAlchemyError
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from diffses.errors import UserError
 from diffses.tune import TuneConfig, run
 from planted import write_planted
@@ -71,3 +77,36 @@ def test_bad_tuning_input_is_refused(planted_file, tmp_path):
                    "nosuchdb://x", "--runs-dir", str(tmp_path), "--n-trials", "1")
     assert proc.returncode == 2 and "cannot open the study storage" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_study_goes_on(planted_file,
+                                                                              tmp_path):
+    args = [sys.executable, str(ROOT / "gplearn_optuna.py"), "--dataset", str(planted_file),
+            "--runs-dir", str(tmp_path), "--n-trials", "200", "--heartbeat", "1",
+            "--max-population", "40", "--max-generations", "3"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    running: list = []
+    while not running:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+        for db in tmp_path.glob("tune/*/study.db"):
+            try:
+                trials = optuna.load_study(study_name="distill",
+                                           storage=f"sqlite:///{db}").trials
+            except (KeyError, optuna.exceptions.OptunaError, SQLAlchemyError):
+                continue
+            running = [t.number for t in trials if t.number >= 1 and
+                       t.state == optuna.trial.TrialState.RUNNING]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    folder = next(tmp_path.glob("tune/*"))
+    time.sleep(3)  # past the grace period of two heartbeats
+    done = run(TuneConfig(dataset=str(planted_file), n_trials=2, resume=str(folder),
+                          runs_dir=str(tmp_path), heartbeat=1, **TINY))
+    trials = _study(done).trials
+    states = {t.number: t.state for t in trials}
+    assert states[running[0]] == optuna.trial.TrialState.FAIL
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert done.manifest["status"] == "complete" and (folder / "best.yaml").is_file()
