@@ -52,14 +52,20 @@ class FeatureLayout:
     def size(self) -> int:
         return len(SLOT_FIELDS) * sum(self.slots.values())
 
+    @property
+    def offsets(self) -> dict[int, int]:
+        """Each type's first feature index."""
+        out, start = {}, 0
+        for t in self.types:
+            out[t] = start
+            start += self.slots[t] * len(SLOT_FIELDS)
+        return out
+
     def vector(self, state: Sequence[dict[str, Any]]) -> np.ndarray:
         """One record's ``state`` (schema objects) -> (F,) float32."""
         h, w = self.frame_size
         out = np.zeros(self.size, dtype=np.float32)
-        offsets, start = {}, 0
-        for t in self.types:
-            offsets[t] = start
-            start += self.slots[t] * len(SLOT_FIELDS)
+        offsets = self.offsets
         used: Counter = Counter()
         for obj in state:
             t = obj["type"]
@@ -76,6 +82,30 @@ class FeatureLayout:
         """Many states -> (N, F) float32."""
         return np.stack([self.vector(s) for s in states]) if states else \
             np.zeros((0, self.size), np.float32)
+
+    def python_source(self, name: str) -> list[str]:
+        """Lines of a standalone function ``name(objects)`` that computes :meth:`vector` in
+        plain Python (``array`` from the standard library gives the same float32 values)."""
+        h, w = self.frame_size
+        gain = self.velocity_gain
+        slots = {t: (first, self.slots[t]) for t, first in self.offsets.items()}
+        return [f"def {name}(objects):",
+                '    """Object records -> the layout\'s feature vector (float32 values, as at '
+                'distillation)."""',
+                f"    slots = {slots!r}  # object type -> (first feature index, slots)",
+                f"    x = [0.0] * {self.size}",
+                "    used = {}",
+                "    for obj in objects:",
+                '        first, n = slots.get(obj["type"], (0, 0))',
+                '        k = used.get(obj["type"], 0)',
+                "        if k >= n:",
+                "            continue",
+                f"        i = first + {len(SLOT_FIELDS)} * k",
+                f'        x[i:i + 5] = (obj["x_position"] / {w}, obj["y_position"] / {h},',
+                f'                      obj["x_velocity"] / {w} * {gain!r},',
+                f'                      obj["y_velocity"] / {h} * {gain!r}, 1.0)',
+                '        used[obj["type"]] = k + 1',
+                '    return list(array("f", x))']
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (with the feature names, for readers)."""

@@ -31,7 +31,7 @@ from diffses.errors import UserError
 from diffses.io import atomic_save, atomic_write_json, atomic_write_text
 from diffses.perception import Perception
 from diffses.perception_env import Loaded, PerceptionEnvFactory
-from diffses.play import SymbolicAgent, evaluate_side_by_side, play_episodes
+from diffses.play import evaluate_side_by_side, play_symbolic, returns_summary
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import MANIFEST, Run, resolve_run, resume_config
 from diffses.schema import Dataset, load_dataset
@@ -429,12 +429,9 @@ def evaluate(cfg: FinetuneConfig, inputs: Inputs, policy: SymbolicPolicy,
         return evaluate_side_by_side(policy, perception, inputs.teacher_run, cfg.eval_episodes,
                                      seed, cfg.eval_max_steps, model=inputs.teacher)
     seeds = [seed + i for i in range(cfg.eval_episodes)]
-    returns = play_episodes(inputs.teacher_run, seeds,
-                            lambda: SymbolicAgent(policy, perception),
-                            perception.env_kwargs, cfg.eval_max_steps)
+    returns = play_symbolic(policy, perception, inputs.teacher_run, seeds, cfg.eval_max_steps)
     return {"seeds": seeds, "max_steps": cfg.eval_max_steps,
-            "symbolic": {"returns": returns, "mean": float(np.mean(returns)),
-                         "std": float(np.std(returns))}}
+            "symbolic": returns_summary(returns)}
 
 
 def select(cfg: FinetuneConfig, inputs: Inputs, candidates: list[tuple[str, Forest]]
@@ -448,12 +445,9 @@ def select(cfg: FinetuneConfig, inputs: Inputs, candidates: list[tuple[str, Fore
     seeds = [cfg.seed + SELECT_SEED_OFFSET + i for i in range(cfg.select_episodes)]
     table = []
     for label, trees in [("start", policy.trees), *candidates]:
-        candidate = SymbolicPolicy(trees, policy.layout, policy.action_meanings,
-                                   policy.env_id, policy.function_set)
-        returns = play_episodes(inputs.teacher_run, seeds,
-                                lambda: SymbolicAgent(candidate, perception),
-                                perception.env_kwargs, cfg.max_steps)
-        table.append({"candidate": label, "returns": returns, "mean": float(np.mean(returns))})
+        returns = play_symbolic(policy.with_trees(trees), perception, inputs.teacher_run, seeds,
+                                cfg.max_steps)
+        table.append({"candidate": label, **returns_summary(returns)})
     best = max(range(len(table)), key=lambda i: (table[i]["mean"], -i))
     chosen = policy.trees if best == 0 else candidates[best - 1][1]
     return chosen, {"chosen": table[best]["candidate"], "checked": True, "seeds": seeds,
@@ -514,8 +508,7 @@ def run(cfg: FinetuneConfig) -> Run:
             print(f"[finetune] chosen on the selection games: {selection['chosen']} "
                   f"({max(c['mean'] for c in selection['candidates']):.2f} against "
                   f"{selection['candidates'][0]['mean']:.2f} for the start)")
-        tuned = SymbolicPolicy(trees, policy.layout, policy.action_meanings, policy.env_id,
-                               policy.function_set)
+        tuned = policy.with_trees(trees)
         metrics: dict[str, Any] = {"search": cfg.search, "optimizer": cfg.optimizer,
                                    "fitness": cfg.fitness, "expert_coef": cfg.ppo.expert_coef,
                                    **{k: v for k, v in summary.items()

@@ -60,23 +60,29 @@ def greedy_teacher(model: Any) -> Callable[[], Callable[[np.ndarray, dict[str, A
     return lambda: lambda obs, info: int(model.predict(obs, deterministic=True)[0][0])
 
 
+def returns_summary(returns: Sequence[float]) -> dict[str, Any]:
+    """Returns of seeded games with their mean and std."""
+    return {"returns": list(returns), "mean": float(np.mean(returns)),
+            "std": float(np.std(returns))}
+
+
+def play_symbolic(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,
+                  seeds: Sequence[int], max_steps: int | None = None) -> list[float]:
+    """The symbolic policy's real return on one game per seed, through ``perception``."""
+    return play_episodes(teacher_run, seeds, lambda: SymbolicAgent(policy, perception),
+                         perception.env_kwargs, max_steps)
+
+
 def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,
                           episodes: int, seed: int = 0, max_steps: int | None = None,
                           device: str = "cpu", model: Any | None = None) -> dict[str, Any]:
     """Returns of the symbolic policy and the teacher (greedy) on the same seeded games;
     ``model`` is the teacher's loaded model (default: loaded from the run onto ``device``)."""
     seeds = [seed + i for i in range(episodes)]
-    kwargs = perception.env_kwargs
-
-    def symbolic() -> Callable[[np.ndarray, dict[str, Any]], int]:
-        return SymbolicAgent(policy, perception)
-
     if model is None:
         model = load_teacher(teacher_run, device)
-
-    out: dict[str, Any] = {"seeds": seeds, "max_steps": max_steps}
-    for name, actor in (("symbolic", symbolic), ("teacher", greedy_teacher(model))):
-        returns = play_episodes(teacher_run, seeds, actor, kwargs, max_steps)
-        out[name] = {"returns": returns, "mean": float(np.mean(returns)),
-                     "std": float(np.std(returns))}
-    return out
+    symbolic = play_symbolic(policy, perception, teacher_run, seeds, max_steps)
+    teacher = play_episodes(teacher_run, seeds, greedy_teacher(model), perception.env_kwargs,
+                            max_steps)
+    return {"seeds": seeds, "max_steps": max_steps, "symbolic": returns_summary(symbolic),
+            "teacher": returns_summary(teacher)}

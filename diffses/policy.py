@@ -49,6 +49,11 @@ class SymbolicPolicy:
             except ValueError as err:
                 raise ValueError(f"tree {a}: {err}") from None
 
+    def with_trees(self, trees: list[Tree]) -> "SymbolicPolicy":
+        """The same layout, actions, game and operators with other trees (no metrics)."""
+        return SymbolicPolicy(trees, self.layout, self.action_meanings, self.env_id,
+                              self.function_set)
+
     @property
     def n_actions(self) -> int:
         return len(self.trees)
@@ -124,17 +129,10 @@ class SymbolicPolicy:
         dataset's schema: type, x_position, y_position, x_velocity, y_velocity), with the
         layout's normalisation inside. A subexpression used more than once is computed once."""
         layout = self.layout
-        h, w = layout.frame_size
-        offsets, start = {}, 0
-        for t in layout.types:
-            offsets[t] = (start, layout.slots[t])
-            start += layout.slots[t] * 5
         body, values = python_statements(self.trees, self.action_meanings)
         lines = [f'"""Symbolic policy for {self.env_id}: objects or features -> action index."""',
                  "import math", "from array import array", "",
-                 f"ACTIONS = {self.action_meanings!r}",
-                 "#: object type -> (first feature index, slots)",
-                 f"SLOTS = {offsets!r}", "",
+                 f"ACTIONS = {self.action_meanings!r}", "",
                  "",
                  f"def {name}(features):",
                  f'    """``features``: the {layout.size} values of the layout, in order: '
@@ -144,25 +142,7 @@ class SymbolicPolicy:
         lines += ["    best, action = v0, 0"]
         for a in range(1, len(values)):
             lines += [f"    if {values[a]} > best:", f"        best, action = {values[a]}, {a}"]
-        lines += ["    return action",
-                  "", "",
-                  f"def {name}_features(objects):",
-                  '    """Object records -> the layout\'s feature vector (float32 values, as at '
-                  'distillation)."""',
-                  f"    x = [0.0] * {layout.size}",
-                  "    used = {}",
-                  "    for obj in objects:",
-                  "        first, slots = SLOTS.get(obj[\"type\"], (0, 0))",
-                  "        k = used.get(obj[\"type\"], 0)",
-                  "        if k >= slots:",
-                  "            continue",
-                  "        i = first + 5 * k",
-                  f"        x[i:i + 5] = (obj[\"x_position\"] / {w}, obj[\"y_position\"] / {h},",
-                  f"                      obj[\"x_velocity\"] / {w} * {layout.velocity_gain!r},",
-                  f"                      obj[\"y_velocity\"] / {h} * {layout.velocity_gain!r}, 1.0)",
-                  "        used[obj[\"type\"]] = k + 1",
-                  "    return list(array(\"f\", x))",
-                  "", "",
+        lines += ["    return action", "", "", *layout.python_source(f"{name}_features"), "", "",
                   f"def {name}_objects(objects):",
                   '    """Object records of one frame -> action index."""',
                   f"    return {name}({name}_features(objects))"]

@@ -24,7 +24,7 @@ import torch
 from gplearn_custom.forest import subtree_end
 from gplearn_custom.torch_forest import TorchForest
 from see import operators as ops
-from see.tree import Forest, Token, Tree, evaluate, fold, logits
+from see.tree import Forest, Token, Tree, evaluate, fold, logits, softmax
 
 
 def _standardised(values: np.ndarray) -> tuple[np.ndarray, float, float] | None:
@@ -145,9 +145,7 @@ def extend_linear(forest: Sequence[Sequence[Token]], X: np.ndarray, target: np.n
     centred = X - X.mean(axis=0)
     loss = soft_cross_entropy(logits(trees, X), target)
     for _ in range(rounds):
-        values = logits(trees, X)
-        probs = np.exp(values - values.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax(logits(trees, X))
         grad = np.abs((probs - target).T @ centred) / len(X) * std      # (A, F)
         grad[:, std < 1e-9] = 0.0
         if only is not None:
