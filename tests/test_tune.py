@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +14,6 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from sqlalchemy.exc import SQLAlchemyError
 
 from conftest import ROOT, run_cli
 from diffses.errors import UserError
@@ -84,21 +84,21 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_study_goes_on(p
     args = [sys.executable, str(ROOT / "gplearn_optuna.py"), "--dataset", str(planted_file),
             "--runs-dir", str(tmp_path), "--n-trials", "200", "--heartbeat", "1",
             "--max-population", "40", "--max-generations", "3"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     running: list = []
-    while not running:
-        assert proc.poll() is None and time.monotonic() < deadline
+    while not running:  # read the study read-only: opening it with optuna would race the worker
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.2)
         for db in tmp_path.glob("tune/*/study.db"):
             try:
-                trials = optuna.load_study(study_name="distill",
-                                           storage=f"sqlite:///{db}").trials
-            except (KeyError, optuna.exceptions.OptunaError, SQLAlchemyError):
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                    running = [n for (n,) in con.execute(
+                        "SELECT number FROM trials WHERE state = 'RUNNING' AND number >= 1")]
+            except sqlite3.Error:
                 continue
-            running = [t.number for t in trials if t.number >= 1 and
-                       t.state == optuna.trial.TrialState.RUNNING]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     folder = next(tmp_path.glob("tune/*"))
