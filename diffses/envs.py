@@ -139,6 +139,39 @@ class RamObjects:
                 for o in self.objects if o and getattr(o, "visible", True)]
 
 
+class AleSkip(MaxAndSkipEnv):
+    """``MaxAndSkipEnv`` for an ALE game that reads the screen only for the two pooled frames.
+
+    The frames before them go straight to the emulator (same calls, same order, so the same
+    observations, rewards and sticky-action draws); reading a screen costs about as much as
+    emulating a frame, so this saves a third of the env's time at skip 4.
+    """
+
+    def step(self, action: int):
+        base = self.env.unwrapped
+        ale, code, reward = base.ale, base._action_set[action], 0.0
+        for _ in range(self._skip - 2):
+            reward += ale.act(code, 1.0)
+            terminated, truncated = ale.game_over(with_truncation=False), ale.game_truncated()
+            if terminated or truncated:
+                return self._obs_buffer.max(axis=0), reward, terminated, truncated, base._get_info()
+        for i in range(2):
+            obs, r, terminated, truncated, info = self.env.step(action)
+            self._obs_buffer[i] = obs
+            reward += float(r)
+            if terminated or truncated:
+                break
+        return self._obs_buffer.max(axis=0), reward, terminated, truncated, info
+
+
+def frame_skipper(env: gym.Env, skip: int) -> gym.Env:
+    """Max-and-skip ``skip`` frames; ALE games with plain discrete actions take the fast path."""
+    base = env.unwrapped
+    fast = (isinstance(base, ale_py.AtariEnv) and base._frameskip == 1 and not base.continuous
+            and base._obs_type == "rgb" and not base.sound_obs and skip >= 2)
+    return AleSkip(env, skip=skip) if fast else MaxAndSkipEnv(env, skip=skip)
+
+
 class FrameInfo(gym.Wrapper):
     """Add the native RGB frame (and optionally OCAtari RAM objects) of each step to ``info``."""
 
@@ -184,7 +217,7 @@ def make_env(env_id: str, *, frame_size: int | None = 84, frame_skip: int = 4,
         env_kwargs.setdefault("render_mode", "rgb_array")
         env = gym.make(spec.env_id, frameskip=1, max_episode_steps=None, **env_kwargs)
         env = NoopResetEnv(env, noop_max=noop_max) if noop_max > 0 else env
-        env = MaxAndSkipEnv(env, skip=frame_skip) if frame_skip > 1 else env
+        env = frame_skipper(env, frame_skip) if frame_skip > 1 else env
         env = TimeLimit(env, max_episode_steps) if max_episode_steps else env
         env = Monitor(env)
         env = EpisodicLife(env) if terminal_on_life_loss else env

@@ -154,3 +154,38 @@ def test_episodic_life_and_stage_progress():
             env.reset()
     assert ends == [3, 6, 9]    # every lost life ends a learning episode,
     assert base.t == 0          # the game itself restarts only after the last life
+
+
+@pytest.mark.parametrize("env_id", ["BreakoutNoFrameskip-v4", "ALE/Pong-v5"])
+def test_fast_frame_skip_gives_the_same_steps_as_max_and_skip(env_id, monkeypatch):
+    """The screen-skipping path returns byte-identical observations, rewards, ends and lives."""
+    import diffses.envs as envs
+
+    def steps(env: gym.Env) -> list:
+        rng, out = np.random.default_rng(3), []
+        obs, _ = env.reset(seed=5)
+        out.append(obs.tobytes())
+        for _ in range(1500):
+            obs, reward, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
+            out.append((obs.tobytes(), reward, terminated, truncated, info["lives"]))
+            if terminated or truncated:
+                obs, _ = env.reset()
+                out.append(obs.tobytes())
+        return out
+
+    fast = make_env(env_id)
+    assert any(isinstance(w, envs.AleSkip) for w in _wrappers(fast))
+    monkeypatch.setattr(envs, "frame_skipper", lambda env, skip: envs.MaxAndSkipEnv(env, skip=skip))
+    slow = make_env(env_id)
+    assert not any(isinstance(w, envs.AleSkip) for w in _wrappers(slow))
+    a, b = steps(fast), steps(slow)
+    ends = sum(1 for s in a if isinstance(s, bytes)) - 1
+    assert ends > 1 if env_id.startswith("Breakout") else any(s[1] for s in a[1:])
+    assert a == b
+
+
+def _wrappers(env: gym.Env) -> list[gym.Env]:
+    out = [env]
+    while hasattr(out[-1], "env"):
+        out.append(out[-1].env)
+    return out
