@@ -4,6 +4,9 @@ For each dataset (the planted rules of tests/planted.py, scored on held-out epis
 with another seed, and optionally a real dataset, scored on its validation episodes):
 
 - our forest at the default settings (logistic-scaled one-vs-rest GP, polished and pruned);
+- where there are more actions than the forest's search budget (``forest_budget`` trees),
+  the same with every tree given the full population (``forest_budget=0``): the cost of the
+  action count, in the same run;
 - plain gplearn one-vs-rest (``SymbolicClassifier`` per action, raw outputs as logits, the
   same population and as many generations as our restarts run in all; no scaling, polishing
   or pruning);
@@ -15,6 +18,7 @@ Columns: agreement with the teacher, size in nodes, fit time, records per second
 
     python benchmarks/bench_distill.py                       # planted rules
     python benchmarks/bench_distill.py --dataset sample.json --episodes 5
+    python benchmarks/bench_distill.py --rules lead3 boxer18 --seeds 0   # time vs actions
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +85,12 @@ def compare(data: Dataset, held_out: Dataset | None, cfg: DistillConfig) -> dict
     n = len(split.a_train)
     rows = [score("ours (default)", policy.act, sum(metrics["tree_sizes"]), ours_s,
                   X_eval, a_eval, n)]
+    if data.n_actions > cfg.forest_budget:
+        t0 = time.perf_counter()
+        full, full_metrics = distil(replace(cfg, forest_budget=0.0), data)
+        rows.append(score("ours, full population per tree", full.act,
+                          sum(full_metrics["tree_sizes"]), time.perf_counter() - t0,
+                          X_eval, a_eval, n))
     t0 = time.perf_counter()
     plain = plain_gplearn(cfg, split.X_train, split.a_train, data.n_actions)
     rows.append(score("plain gplearn one-vs-rest",

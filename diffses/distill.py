@@ -42,6 +42,8 @@ MODES = ("auto", "classifier", "regressor")
 LOGISTIC = make_fitness(function=logistic_loss, greater_is_better=False, wrap=False)
 #: A tree for an action the teacher never took: a constant that never wins the argmax.
 NEVER = [{"c": -1e6}]
+#: The fewest programs a tree's population may have under a shared search budget.
+MIN_POPULATION = 50
 
 
 @composed
@@ -60,6 +62,11 @@ class DistillConfig:
     max_slots: int | None = arg(None, "cap on objects per type in the feature layout")
     validation_fraction: float = arg(0.2, "share of episodes held out for validation")
     restarts: int = arg(2, "independent GP runs; the best validation agreement is kept")
+    forest_budget: float = arg(4.0, "the forest's search effort in trees of population_size: "
+                                    "each action's tree gets a population in proportion to how "
+                                    "often the teacher took it (at least 50, at most "
+                                    "population_size), so time does not grow with the action "
+                                    "count; 0 gives every tree population_size")
     compact: bool = arg(True, "polish the forest's constants jointly and prune subtrees that "
                               "do not change its agreement with the teacher")
     prune_tolerance: float = arg(0.002, "agreement on the training records that pruning may "
@@ -81,6 +88,7 @@ class DistillConfig:
             (0 < self.max_samples <= 1, "max_samples must be in (0, 1]"),
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.restarts >= 1, "restarts must be at least 1"),
+            (self.forest_budget >= 0, "forest_budget must be at least 0"),
             (0 <= self.prune_tolerance < 1, "prune_tolerance must be in [0, 1)"),
         ], UserError)
 
@@ -141,6 +149,16 @@ def resolve_mode(mode: str, split: Split) -> str:
     return mode
 
 
+def tree_populations(cfg: DistillConfig, actions: np.ndarray, n_actions: int) -> list[int]:
+    """Each action's population: its share of ``forest_budget`` trees' worth of programs."""
+    size = cfg.gp.population_size
+    if cfg.forest_budget == 0:
+        return [size] * n_actions
+    share = np.bincount(actions, minlength=n_actions) / max(1, len(actions))
+    low = min(size, MIN_POPULATION)
+    return [int(np.clip(round(cfg.forest_budget * size * s), low, size)) for s in share]
+
+
 def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed: int,
                on_block: Callable[[int, list[list[dict]]], bool] | None = None
                ) -> list[list[dict]]:
@@ -148,8 +166,9 @@ def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed
     starts) and ``on_block(generations_done, trees)`` may return False to stop early."""
     from gplearn.genetic import SymbolicRegressor
     estimators: list[Any] = []
+    populations = tree_populations(cfg, split.a_train, n_actions)
     for a in range(n_actions):
-        params = cfg.gplearn_params(seed + a)
+        params = dict(cfg.gplearn_params(seed + a), population_size=populations[a])
         if mode == "classifier":
             y = (split.a_train == a).astype(int)
             if y.min() == y.max():
@@ -286,6 +305,7 @@ def distil(cfg: DistillConfig, data: Dataset,
         "validation_confusion": _confusion(pred_val, split.a_val, n_actions),
         "teacher_action_share": np.bincount(split.a_train, minlength=n_actions).tolist(),
         "tree_sizes": [len(t) for t in policy.trees],
+        "tree_populations": tree_populations(cfg, split.a_train, n_actions),
         "n_train": int(len(split.a_train)),
         "n_validation": int(len(split.a_val)),
         "restarts": runs,
@@ -336,7 +356,8 @@ def run(cfg: DistillConfig) -> Run:
             run_.manifest["dataset_run"] = str(data_run.path)
         print(f"[distill] {len(data.records)} records of {env_id}, "
               f"{cfg.restarts} restart(s) x {data.n_actions} trees, "
-              f"population {cfg.gp.population_size}, {cfg.gp.generations} generations")
+              f"population {cfg.gp.population_size} (forest budget {cfg.forest_budget:g} trees), "
+              f"{cfg.gp.generations} generations")
         policy, metrics = distil(cfg, data)
         policy.provenance = {"dataset": str(data.path), "run": str(run_.path),
                              "detector": (data.meta or {}).get("detector"),

@@ -92,23 +92,30 @@ def soft_cross_entropy(logit_values: np.ndarray, target: np.ndarray) -> float:
 
 
 def polish(forest: Sequence[Sequence[Token]], X: np.ndarray, target: np.ndarray,
-           steps: int = 50, ridge: float = 1e-6) -> Forest:
+           steps: int = 50, ridge: float = 1e-6, only: int | None = None) -> Forest:
     """Every constant of the forest fitted at once by L-BFGS to (N, A) target probabilities
     (one-hot teacher actions, or the teacher's probabilities) by softmax cross-entropy plus
     ``ridge`` times the sum of squared constants (separable data would otherwise drive the
     logits' scale without bound); the forest comes back unchanged when that does not lower
-    the loss or leaves non-finite values."""
-    module = TorchForest(forest)
+    the loss or leaves non-finite values. ``only``: fit that tree's constants, the others
+    held."""
+    module = TorchForest(forest if only is None else [forest[only]])
     if module.constants.numel() == 0:
         return [list(tree) for tree in forest]
     X_t = torch.as_tensor(X, dtype=torch.float64)
     y_t = torch.as_tensor(target, dtype=torch.float64)
+    held = None if only is None else torch.as_tensor(logits(forest, X), dtype=torch.float64)
     optimiser = torch.optim.LBFGS([module.constants], lr=1.0, max_iter=steps,
                                   line_search_fn="strong_wolfe")
 
+    def forward() -> torch.Tensor:
+        if held is None:
+            return module(X_t)
+        return torch.cat([held[:, :only], module(X_t), held[:, only + 1:]], dim=1)
+
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = -(y_t * torch.log_softmax(module(X_t), dim=1)).sum(dim=1).mean() + \
+        loss = -(y_t * torch.log_softmax(forward(), dim=1)).sum(dim=1).mean() + \
             ridge * module.constants.square().sum()
         if torch.isfinite(loss):
             loss.backward()
@@ -125,7 +132,8 @@ def polish(forest: Sequence[Sequence[Token]], X: np.ndarray, target: np.ndarray,
         optimiser.step(closure)
     except RuntimeError:
         module.constants.data.copy_(start)
-    out = module.trees()
+    out = module.trees() if only is None else \
+        [*map(list, forest[:only]), *module.trees(), *map(list, forest[only + 1:])]
     after = objective(out)
     if not np.isfinite(after) or not np.all(np.isfinite(module.constants.detach().numpy())) \
             or after > before:
@@ -155,7 +163,7 @@ def extend_linear(forest: Sequence[Sequence[Token]], X: np.ndarray, target: np.n
             break
         trial = [*trees[:a], [{"f": "add"}, *trees[a], {"f": "mul"}, {"c": 0.0},
                               {"x": int(j)}], *trees[a + 1:]]
-        trial = polish(trial, X, target)
+        trial = polish(trial, X, target, only=only)
         trial_loss = soft_cross_entropy(logits(trial, X), target)
         if trial_loss > (1 - min_gain) * loss:
             break
@@ -302,7 +310,8 @@ def prune(forest: Sequence[Sequence[Token]], X: np.ndarray, actions: np.ndarray,
                     changed = True
                     break
                 if refit and n < refits:
-                    polished = polish([*trees[:a], candidate, *trees[a + 1:]], X, target, 20)
+                    polished = polish([*trees[:a], candidate, *trees[a + 1:]], X, target, 20,
+                                      only=a)
                     values = logits(polished, X)
                     if agreement(values) >= floor:
                         trees, columns = [fold_constants(t) for t in polished], values

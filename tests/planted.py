@@ -78,10 +78,29 @@ def _lead3(py: np.ndarray, px: np.ndarray, by: np.ndarray, bx: np.ndarray,
     return np.where(target < px - 6, 1, np.where(target > px + 6, 2, 0))
 
 
+#: The 18 joystick actions of ALE games in their order (Boxing's action set).
+JOYSTICK = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT",
+            "DOWNLEFT", "UPFIRE", "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE",
+            "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
+
+
+def _boxer(py: np.ndarray, px: np.ndarray, by: np.ndarray, bx: np.ndarray,
+           bvx: np.ndarray) -> np.ndarray:
+    """Step toward the other object on each axis beyond 8 px, and punch (FIRE) within 24 px:
+    one of the 18 joystick actions, as a Boxing player might."""
+    names = [("UP" if dy < 0 else "DOWN" if dy > 0 else "") +
+             ("LEFT" if dx < 0 else "RIGHT" if dx > 0 else "") + ("FIRE" if fire else "")
+             for dx, dy, fire in zip(np.sign(np.where(abs(bx - px) > 8, bx - px, 0)),
+                                     np.sign(np.where(abs(by - py) > 8, by - py, 0)),
+                                     (abs(bx - px) < 24) & (abs(by - py) < 24))]
+    return np.array([JOYSTICK.index(n or "NOOP") for n in names])
+
+
 #: name -> (rule over pixel positions and velocities, action meanings)
 RULES = {"deadzone": (_deadzone, ["UP", "DOWN", "NOOP"]),
          "intercept": (_intercept, ["LEFT", "RIGHT"]),
-         "lead3": (_lead3, ["NOOP", "LEFT", "RIGHT"])}
+         "lead3": (_lead3, ["NOOP", "LEFT", "RIGHT"]),
+         "boxer18": (_boxer, JOYSTICK)}
 
 
 def rule_dataset(rule: str, n: int = 1500, seed: int = 0) -> Dataset:
