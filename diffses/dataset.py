@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from diffses.cli import arg
 from diffses.detection import load_detector
-from diffses.envs import env_info
+from diffses.envs import env_info, same_game
 from diffses.errors import UserError
 from diffses.io import JsonListWriter, atomic_write_json
 from diffses.perception import Perception
+from diffses.play import SymbolicAgent, load_policy
 from diffses.rollout import Transition, rollout
 from diffses.runs import Run, resolve_run
 from diffses.schema import DATASET, meta_path, validate_record
@@ -43,6 +44,10 @@ class DatasetConfig:
     episodes: int | None = arg(None, "stop after this many episodes (default 1 unless -n)")
     n_steps: int | None = arg(None, "stop after this many agent steps", aliases=("-n",))
     deterministic: bool = arg(True, "the teacher acts greedily", negative="--stochastic")
+    student: str | None = arg(None, "a symbolic policy (distill or finetune run folder, or "
+                                    "policy.json) that plays instead of the teacher; every "
+                                    "state it visits is labelled with the teacher's greedy "
+                                    "action (DAgger data)")
     seed: int = arg(0, "seed for the rollout")
     device: str = arg("auto", "torch device for the teacher and detector")
     gate: float = arg(30.0, "tracking gate: most pixels an object moves between steps")
@@ -99,9 +104,17 @@ def run(cfg: DatasetConfig) -> Run:
         def act(obs: np.ndarray, info: dict[str, Any]) -> int:
             return int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
 
+        steps = rollout(venv, act)
+        if cfg.student is not None:
+            student, student_path = load_policy(cfg.student, cfg.runs_dir)
+            if not same_game(student.env_id, env_id):
+                raise UserError(f"--student {cfg.student} plays {student.env_id}, not "
+                                f"{env_id}")
+            run_.add_input("student", student_path)
+            agent = SymbolicAgent(student, Perception(detector, cfg.gate, cfg.max_missing))
+            steps = _resetting(rollout(venv, agent), agent)
         try:
-            stats = _write(cfg, rollout(venv, act), model, perception, run_,
-                           facts["n_actions"])
+            stats = _write(cfg, steps, model, perception, run_, facts["n_actions"])
         finally:
             venv.close()
         meta = {
@@ -116,6 +129,7 @@ def run(cfg: DatasetConfig) -> Run:
             "detector": detector.name,
             "teacher_run": str(teacher_run.path),
             "deterministic_teacher": cfg.deterministic,
+            "student": None if cfg.student is None else str(student_path),
             "records": stats["records"],
             "episodes": stats["episodes"],
         }
@@ -131,6 +145,14 @@ def run(cfg: DatasetConfig) -> Run:
           f"{stats['records_per_second']:.0f} records/s, detector {detector.name}: "
           f"{run_.path / DATASET}")
     return run_
+
+
+def _resetting(steps: Iterator[Transition], agent: SymbolicAgent) -> Iterator[Transition]:
+    """``steps`` with the agent's tracking restarted after every game over."""
+    for t in steps:
+        if t.game_over:
+            agent.reset()
+        yield t
 
 
 def _copy_out(run_: Run, out: str) -> None:
@@ -171,7 +193,8 @@ def _write(cfg: DatasetConfig, steps: Iterator[Transition], model: Any,
                 if t.game_over:
                     returns.append(ep_return)
                     ep_return = 0.0
-                record = {"state": state, "teacher_action": t.action, "episode": t.episode,
+                action = t.action if cfg.student is None else int(np.argmax(p))
+                record = {"state": state, "teacher_action": action, "episode": t.episode,
                           "step": t.step, "reward": t.reward,
                           "teacher_probs": [round(float(v), 5) for v in p]}
                 validate_record(record, n_actions)

@@ -25,10 +25,10 @@ from gplearn.fitness import make_fitness
 from diffses.cli import arg, composed, flat_values, part
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
-from diffses.io import atomic_write_text
+from diffses.io import atomic_write_json, atomic_write_text
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
-from diffses.schema import Dataset, load_dataset
+from diffses.schema import DATASET, Dataset, load_dataset, meta_path
 from diffses.utils import seed_everything
 from gplearn_custom.compact import collapse_linear, extend_linear, logistic_loss, \
     logistic_scaling, polish, prune
@@ -44,6 +44,8 @@ LOGISTIC = make_fitness(function=logistic_loss, greater_is_better=False, wrap=Fa
 NEVER = [{"c": -1e6}]
 #: The fewest programs a tree's population may have under a shared search budget.
 MIN_POPULATION = 50
+#: DAgger round k plays games from seed ``seed + DAGGER_SEED_OFFSET + k`` on.
+DAGGER_SEED_OFFSET = 3000
 
 
 @composed
@@ -71,6 +73,11 @@ class DistillConfig:
                               "do not change its agreement with the teacher")
     prune_tolerance: float = arg(0.002, "agreement on the training records that pruning may "
                                         "give up")
+    dagger: int = arg(0, "DAgger rounds (VIPER-style): the forest plays --dagger-episodes "
+                         "games, the teacher labels every state it visited, those records join "
+                         "the dataset and the forest is distilled again; the forest that scored "
+                         "best in its own games is kept")
+    dagger_episodes: int = arg(2, "games the forest plays in each DAgger round")
     n_jobs: int = arg(1, "gplearn n_jobs")
     seed: int = arg(0, "random seed")
     eval_episodes: int = arg(0, "play this many seeded games with the policy and the teacher")
@@ -89,6 +96,8 @@ class DistillConfig:
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.restarts >= 1, "restarts must be at least 1"),
             (self.forest_budget >= 0, "forest_budget must be at least 0"),
+            (self.dagger >= 0 and self.dagger_episodes >= 1,
+             "dagger must be >= 0 and dagger_episodes >= 1"),
             (0 <= self.prune_tolerance < 1, "prune_tolerance must be in [0, 1)"),
         ], UserError)
 
@@ -332,17 +341,62 @@ def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset) -> d
     from diffses.detection import load_detector
     from diffses.perception import Perception
     from diffses.play import evaluate_side_by_side
-    meta = data.meta or {}
-    teacher_ref = cfg.teacher or meta.get("teacher_run")
-    detector_ref = cfg.detector or meta.get("detector")
-    if not teacher_ref or not detector_ref:
-        raise UserError("--eval-episodes needs --teacher and --detector (the dataset's meta "
-                        "does not name them)")
+    teacher_ref, detector_ref = _players(cfg, data)
     teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
     detector = load_detector(detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
                              device=cfg.device)
     return evaluate_side_by_side(policy, Perception(detector), teacher_run, cfg.eval_episodes,
                                  cfg.seed, cfg.eval_max_steps, cfg.device)
+
+
+def _players(cfg: DistillConfig, data: Dataset) -> tuple[str, str]:
+    """The teacher run and detector that play with the policy: the options, else the
+    dataset's."""
+    meta = data.meta or {}
+    teacher, detector = cfg.teacher or meta.get("teacher_run"), cfg.detector or meta.get("detector")
+    if not teacher or not detector:
+        raise UserError("--eval-episodes and --dagger need --teacher and --detector (the "
+                        "dataset's meta does not name them)")
+    return teacher, detector
+
+
+def dagger(cfg: DistillConfig, data: Dataset, policy: SymbolicPolicy, metrics: dict[str, Any],
+           run_: Run) -> tuple[SymbolicPolicy, dict[str, Any], Dataset]:
+    """``cfg.dagger`` rounds of play, teacher labels and distillation; returns the forest whose
+    games scored best (the later on ties), its metrics (with the rounds) and the aggregated
+    dataset, written into the run folder."""
+    from diffses import dataset as ds
+    teacher, detector = _players(cfg, data)
+    records, rounds, best = list(data.records), [], None
+    for k in range(cfg.dagger + 1):
+        student = policy.save(run_.path / f"dagger_{k}" / POLICY)
+        played = ds.run(ds.DatasetConfig(
+            teacher=teacher, detector=detector, student=str(student),
+            episodes=cfg.dagger_episodes, seed=cfg.seed + DAGGER_SEED_OFFSET + k,
+            device=cfg.device, runs_dir=cfg.runs_dir, name=f"{cfg.name}-dagger",
+            progress=False))
+        returns = played.manifest["summary"]["episode_returns"]
+        rounds.append({"round": k, "records": len(records), "returns": returns,
+                       "mean_return": float(np.mean(returns)),
+                       "validation_agreement": metrics["validation_agreement"],
+                       "tree_sizes": metrics["tree_sizes"], "games": str(played.path)})
+        print(f"[distill] DAgger round {k}: {len(records)} records, validation agreement "
+              f"{metrics['validation_agreement']:.3f}, return {np.mean(returns):+.2f} over "
+              f"{len(returns)} game(s)", flush=True)
+        if best is None or rounds[-1]["mean_return"] >= best[0]:
+            best = (rounds[-1]["mean_return"], policy, metrics)
+        if k == cfg.dagger:
+            break
+        offset = max(r.get("episode", 0) for r in records) + 1
+        records += [dict(r, episode=r.get("episode", 0) + offset)
+                    for r in load_dataset(played.path / DATASET).records]
+        data = Dataset(run_.path / DATASET, records, data.meta)
+        policy, metrics = distil(cfg, data)
+    atomic_write_json(run_.path / DATASET, records)
+    atomic_write_json(meta_path(run_.path / DATASET), dict(data.meta or {}, records=len(records)))
+    kept = best[1]
+    kept.metrics = dict(best[2], dagger=rounds)
+    return kept, kept.metrics, Dataset(run_.path / DATASET, records, data.meta)
 
 
 def run(cfg: DistillConfig) -> Run:
@@ -359,6 +413,9 @@ def run(cfg: DistillConfig) -> Run:
               f"population {cfg.gp.population_size} (forest budget {cfg.forest_budget:g} trees), "
               f"{cfg.gp.generations} generations")
         policy, metrics = distil(cfg, data)
+        if cfg.dagger:
+            policy, metrics, data = dagger(cfg, data, policy, metrics, run_)
+            run_.add_output(run_.path / DATASET)
         policy.provenance = {"dataset": str(data.path), "run": str(run_.path),
                              "detector": (data.meta or {}).get("detector"),
                              "teacher_run": (data.meta or {}).get("teacher_run")}

@@ -31,9 +31,9 @@ from diffses.errors import UserError
 from diffses.io import atomic_save, atomic_write_json, atomic_write_text
 from diffses.perception import Perception
 from diffses.perception_env import Loaded, PerceptionEnvFactory
-from diffses.play import evaluate_side_by_side, play_symbolic, returns_summary
+from diffses.play import evaluate_side_by_side, load_policy, play_symbolic, returns_summary
 from diffses.policy import POLICY, SymbolicPolicy
-from diffses.runs import MANIFEST, Run, resolve_run, resume_config
+from diffses.runs import Run, resolve_run, resume_config
 from diffses.schema import Dataset, load_dataset
 from diffses.teacher import load_teacher
 from diffses.utils import resolve_device, seed_everything
@@ -135,6 +135,12 @@ class FinetuneConfig:
         except ValueError as err:
             raise UserError(str(err)) from None
 
+    @property
+    def guided(self) -> bool:
+        """Whether PPO on the constants has a teacher term (else no teacher runs in training)."""
+        return self.optimizer == "ppo" and max(self.ppo.expert_coef,
+                                               self.ppo.expert_coef_final) > 0
+
     def ppo_config(self) -> PPOConfig:
         """The PPO part with this run's env-step budget (the env caps the games' steps)."""
         return dataclasses.replace(self.ppo, n_timesteps=self.n_timesteps)
@@ -179,25 +185,6 @@ class Inputs:
         return PerceptionEnvFactory(
             str(self.teacher_run.path), self.detector_ref, runs_dir, policy, with_teacher,
             max_steps, self.device, Loaded(self.teacher_run, self.detector, self.teacher))
-
-
-def load_policy(ref: str, runs_dir: str) -> tuple[SymbolicPolicy, Path]:
-    """A policy from a distill/finetune run folder, 'latest' (newest distill run) or a file."""
-    if ref == "latest":
-        path = resolve_run("latest", "distill", runs_dir).path / POLICY
-    else:
-        path = Path(ref)
-        if not path.exists():
-            raise UserError(f"policy {ref} does not exist (pass a distill or finetune run "
-                            f"folder, 'latest', or a policy.json file)")
-        if path.is_dir():
-            if (path / MANIFEST).is_file():
-                stage = Run.load(path).manifest.get("stage")
-                if stage not in ("distill", STAGE):
-                    raise UserError(f"{path} is a '{stage}' run; --policy takes a distill or "
-                                    f"finetune run")
-            path = path / POLICY
-    return SymbolicPolicy.load(path), path
 
 
 def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: bool = False
@@ -485,7 +472,8 @@ def run(cfg: FinetuneConfig) -> Run:
             run_.manifest["before"] = _jsonable(evaluate(cfg, inputs, policy, True))
             run_.save()
         play_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps)
-        tune_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps, with_teacher=True)
+        tune_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps,
+                                      with_teacher=cfg.guided)
         fitness = FitnessSpec(kind=cfg.fitness if cfg.search == "evolve" else "reward",
                               make_env=play_env, seed=cfg.seed + FITNESS_SEED_OFFSET,
                               episodes=cfg.episodes if cfg.search == "evolve" else

@@ -3,14 +3,16 @@ evaluate it beside the teacher on the same seeds."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from diffses.errors import UserError
 from diffses.perception import Perception
-from diffses.policy import SymbolicPolicy
+from diffses.policy import POLICY, SymbolicPolicy
 from diffses.rollout import rollout
-from diffses.runs import Run
+from diffses.runs import MANIFEST, Run, resolve_run
 from diffses.teacher import load_teacher, teacher_env
 
 
@@ -34,6 +36,25 @@ class SymbolicAgent:
 
     def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
         return int(self.policy.act(self.features(info)[None])[0])
+
+
+def load_policy(ref: str, runs_dir: str) -> tuple[SymbolicPolicy, Path]:
+    """A policy from a distill/finetune run folder, 'latest' (newest distill run) or a file."""
+    if ref == "latest":
+        path = resolve_run("latest", "distill", runs_dir).path / POLICY
+    else:
+        path = Path(ref)
+        if not path.exists():
+            raise UserError(f"policy {ref} does not exist (pass a distill or finetune run "
+                            f"folder, 'latest', or a policy.json file)")
+        if path.is_dir():
+            if (path / MANIFEST).is_file():
+                stage = Run.load(path).manifest.get("stage")
+                if stage not in ("distill", "finetune"):
+                    raise UserError(f"{path} is a '{stage}' run; a policy comes from a "
+                                    f"distill or finetune run")
+            path = path / POLICY
+    return SymbolicPolicy.load(path), path
 
 
 def play_episodes(teacher_run: Run, seeds: Sequence[int],

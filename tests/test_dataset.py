@@ -93,3 +93,41 @@ def test_list_writer_leaves_nothing_behind_on_error(tmp_path):
         for i in range(3):
             writer.write({"i": i})
     assert json.loads(path.read_text()) == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def _constant_policy(action: int, n_actions: int = 6):
+    """A Pong policy (ocatari layout of sample.json) that always takes ``action``."""
+    from diffses.features import FeatureLayout
+    from diffses.policy import SymbolicPolicy
+    from conftest import ROOT
+    data = load_dataset(ROOT / "sample.json")
+    layout = FeatureLayout.for_dataset(data.records, data.meta, None)
+    trees = [[{"c": 1.0 if a == action else 0.0}] for a in range(n_actions)]
+    return SymbolicPolicy(trees, layout, data.meta["action_meanings"], "ALE/Pong-v5", ["add"])
+
+
+def test_a_student_plays_and_the_teacher_labels(teacher_run, tmp_path):
+    """DAgger data: a policy that always presses RIGHT (up) plays; the paddle ends at the top,
+    and every label is the teacher's greedy action on the state the student reached."""
+    student = _constant_policy(2).save(tmp_path / "student" / "policy.json")
+    done = run(DatasetConfig(teacher=str(teacher_run.path), detector="ocatari", n_steps=150,
+                             seed=3, runs_dir=str(tmp_path), progress=False, device="cpu",
+                             student=str(student)))
+    data = load_dataset(done.path)
+    assert data.meta["student"] == str(student)
+    names = {int(k): v for k, v in data.meta["type_names"].items()}
+    player = [o["y_position"] for r in data.records[-50:] for o in r["state"]
+              if names[o["type"]] == "Player"]
+    assert player and max(player) < 50
+    for rec in data.records:
+        probs = rec["teacher_probs"]
+        assert probs[rec["teacher_action"]] >= max(probs) - 1e-5
+
+
+def test_a_student_of_another_game_is_refused(teacher_run, tmp_path):
+    policy = _constant_policy(0)
+    policy.env_id = "ALE/Breakout-v5"
+    path = policy.save(tmp_path / "policy.json")
+    with pytest.raises(UserError, match="plays ALE/Breakout-v5"):
+        run(DatasetConfig(teacher=str(teacher_run.path), n_steps=10, runs_dir=str(tmp_path),
+                          progress=False, device="cpu", student=str(path)))

@@ -1,0 +1,334 @@
+"""The paper's table for one game: teacher, distilled, baselines and fine-tuned policies, each
+played on the same seeded games, for every perception.
+
+For each perception (``ocatari`` and SPACE detectors) it builds a dataset of the teacher's
+games, then for every seed distils a forest and fine-tunes it four ways (PPO on the
+constants with the teacher term, the same without it, CMA-ES at the same env steps, the evolve
+search with the constants variation), fits a decision tree of the forest's size on the same
+split (played as a forest of the same kind), and once per perception searches distillation
+options with Optuna for return. Every policy plays the same evaluation games; rows give mean
+± std over all of a row's games, the spread of the per-seed means, agreement with the teacher
+on held-out episodes, nodes per tree, env steps and wall-clock. Writes results.json and
+results.md into a run folder under ``<runs-dir>/results/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from diffses import dataset, distill, finetune, tune
+from diffses.cli import arg
+from diffses.detection import load_detector
+from diffses.errors import UserError
+from diffses.features import FeatureLayout
+from diffses.io import atomic_write_text
+from diffses.perception import Perception
+from diffses.play import greedy_teacher, play_episodes, play_symbolic
+from diffses.policy import POLICY, SymbolicPolicy
+from diffses.runs import Run, jsonable, resolve_run
+from diffses.schema import DATASET, load_dataset
+from diffses.teacher import load_teacher
+
+STAGE = "results"
+
+#: Fine-tuning rows: label -> FinetuneConfig options beyond the shared ones.
+FINETUNES: dict[str, dict[str, Any]] = {
+    "fine-tuned: PPO on constants + teacher term": dict(search="gradient", optimizer="ppo"),
+    "fine-tuned: PPO on constants, reward only": dict(search="gradient", optimizer="ppo",
+                                                      expert_coef=0.0, expert_coef_final=0.0),
+    "fine-tuned: CMA-ES on constants": dict(search="gradient", optimizer="cmaes"),
+    "fine-tuned: evolve with the constants variation": dict(search="evolve"),
+}
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """Regenerate the results table of one game: teacher, distilled forest, Optuna-searched
+    distillation, decision-tree baseline and four fine-tunings, for each perception, on the same
+    seeded games; writes results.json and results.md."""
+
+    teacher: str = arg("pretrained/pong_teacher", "teacher run folder or shipped teacher")
+    detectors: tuple[str, ...] = arg(("ocatari", "pretrained/space_pong.pt"),
+                                     "perceptions: 'ocatari' and/or SPACE checkpoints or runs")
+    seeds: tuple[int, ...] = arg((0, 1, 2), "distillation and fine-tuning seeds")
+    eval_episodes: int = arg(10, "evaluation games per policy (the same seeds for every row)")
+    eval_seed: int = arg(5000, "first seed of the evaluation games")
+    eval_max_steps: int | None = arg(None, "cap on agent steps per evaluation game")
+    dataset_episodes: int = arg(4, "teacher games in each perception's dataset")
+    population_size: int = arg(1000, "distillation: GP population per tree (the Optuna "
+                                     "search's upper bound too)")
+    generations: int = arg(10, "distillation: GP generations")
+    restarts: int = arg(2, "distillation: independent GP runs")
+    finetune_steps: int = arg(20000, "env steps of each constants tuning (the PPO, reward-only "
+                                     "and CMA-ES rows; each constants variation of evolve)")
+    finetune_max_steps: int = arg(2000, "cap on agent steps per fine-tuning game")
+    evolve_population: int = arg(6, "evolve row: population")
+    evolve_generations: int = arg(3, "evolve row: generations")
+    p_gradient: float = arg(0.5, "evolve row: probability of the constants variation")
+    select_episodes: int = arg(3, "fine-tuning: selection games (seeded apart)")
+    tune_trials: int = arg(6, "Optuna trials of the return-objective search (0: no row)")
+    tune_episodes: int = arg(2, "games per Optuna trial")
+    quick: bool = arg(False, "a spot check in minutes: one seed, 3 evaluation games, one "
+                             "dataset game, small searches (not a result)")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+    name: str = arg("results", "run name, part of the run folder's name")
+
+    def __post_init__(self) -> None:
+        if not self.detectors or not self.seeds:
+            raise UserError("--detectors and --seeds need at least one value")
+        if not 0 <= self.p_gradient <= 0.8:
+            raise UserError("--p-gradient must be in [0, 0.8] (the mutations keep 0.2)")
+        if min(self.eval_episodes, self.dataset_episodes, self.finetune_steps, self.restarts,
+               self.select_episodes, self.evolve_population, self.evolve_generations) < 1 or \
+                self.tune_trials < 0 or self.generations < 2 or self.population_size < 10:
+            raise UserError("episodes, steps, populations and restarts must be positive, "
+                            "generations at least 2 and population_size at least 10")
+
+    def effective(self) -> "ResultsConfig":
+        """This config, shrunk to spot-check budgets with ``quick``."""
+        if not self.quick:
+            return self
+        return replace(self, seeds=self.seeds[:1], eval_episodes=min(self.eval_episodes, 3),
+                       dataset_episodes=1, population_size=min(self.population_size, 300),
+                       generations=4, restarts=1, finetune_steps=1024,
+                       finetune_max_steps=500, evolve_population=4, evolve_generations=2,
+                       select_episodes=1, tune_trials=min(self.tune_trials, 2), tune_episodes=1)
+
+
+@dataclass
+class Row:
+    """One method under one perception, over the seeds that produced it."""
+
+    perception: str
+    method: str
+    returns: list[float]
+    seed_means: list[float]
+    agreement: float | None
+    nodes_per_tree: float | None
+    env_steps: int
+    seconds: float
+    runs: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"perception": self.perception, "method": self.method,
+                "mean": float(np.mean(self.returns)), "std": float(np.std(self.returns)),
+                "seed_mean_std": float(np.std(self.seed_means)), "returns": self.returns,
+                "seed_means": self.seed_means, "agreement": self.agreement,
+                "nodes_per_tree": self.nodes_per_tree, "env_steps": self.env_steps,
+                "seconds": round(self.seconds, 1), "runs": self.runs}
+
+
+def tree_forest(model: Any, n_actions: int) -> list[list[dict]]:
+    """A fitted sklearn decision tree as one symbolic tree per action (nested ``ite`` on
+    ``x - threshold``, leaves the log of the leaf's class share), so it plays and is sized
+    like a distilled forest."""
+    t = model.tree_
+    classes = list(model.classes_)
+
+    def build(node: int, a: int) -> list[dict]:
+        if t.children_left[node] < 0:
+            share = t.value[node][0] / t.value[node][0].sum()
+            p = share[classes.index(a)] if a in classes else 0.0
+            return [{"c": float(np.log(max(p, 1e-6)))}]
+        return [{"f": "ite"}, {"f": "sub"}, {"x": int(t.feature[node])},
+                {"c": float(t.threshold[node])}, *build(t.children_right[node], a),
+                *build(t.children_left[node], a)]
+    return [build(0, a) for a in range(n_actions)]
+
+
+def decision_tree_policy(policy: SymbolicPolicy, split: distill.Split, seed: int
+                         ) -> tuple[SymbolicPolicy, int]:
+    """The VIPER-style baseline: a decision tree with about as many nodes as ``policy``'s
+    forest, fitted on the same training records; returns it as a policy and its node count."""
+    from sklearn.tree import DecisionTreeClassifier
+    leaves = max(2, (sum(len(t) for t in policy.trees) + 1) // 2)
+    model = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=seed).fit(
+        split.X_train, split.a_train)
+    return policy.with_trees(tree_forest(model, policy.n_actions)), int(model.tree_.node_count)
+
+
+class Table:
+    """Collects rows, evaluating each policy on the shared evaluation games."""
+
+    def __init__(self, cfg: ResultsConfig, teacher_run: Run):
+        self.cfg, self.teacher_run = cfg, teacher_run
+        self.seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+        self.rows: dict[tuple[str, str], Row] = {}
+
+    def play(self, policy: SymbolicPolicy, perception: Perception) -> list[float]:
+        return play_symbolic(policy, perception, self.teacher_run, self.seeds,
+                             self.cfg.eval_max_steps)
+
+    def add(self, perception: str, method: str, returns: list[float],
+            agreement: float | None, nodes: float | None, env_steps: int, seconds: float,
+            run_path: str | None) -> None:
+        row = self.rows.setdefault((perception, method), Row(
+            perception, method, [], [], None, None, 0, 0.0, []))
+        n = len(row.seed_means)
+        row.returns += returns
+        row.seed_means.append(float(np.mean(returns)))
+        if agreement is not None:
+            row.agreement = ((row.agreement or 0.0) * n + agreement) / (n + 1)
+        if nodes is not None:
+            row.nodes_per_tree = ((row.nodes_per_tree or 0.0) * n + nodes) / (n + 1)
+        row.env_steps += env_steps
+        row.seconds += seconds
+        if run_path:
+            row.runs.append(run_path)
+        print(f"[results] {perception:<12} {method:<48} {np.mean(returns):+7.2f} "
+              f"+/- {np.std(returns):.2f}", flush=True)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def _nodes(policy: SymbolicPolicy) -> float:
+    return float(np.mean([len(t) for t in policy.trees]))
+
+
+def _agreement(policy: SymbolicPolicy, split: distill.Split) -> float:
+    return float((policy.act(split.X_val) == split.a_val).mean())
+
+
+def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
+    """Budget options of one fine-tuning row: the constants searches get ``finetune_steps``;
+    evolve splits them among its constants variations (one per individual and generation
+    at most)."""
+    if options.get("search") != "evolve":
+        return {"n_timesteps": cfg.finetune_steps}
+    variations = cfg.evolve_population * cfg.evolve_generations
+    return {"n_timesteps": max(128, cfg.finetune_steps // variations),
+            "population_size": cfg.evolve_population, "generations": cfg.evolve_generations,
+            "tournament_size": min(4, cfg.evolve_population), "p_gradient": cfg.p_gradient,
+            "p_crossover": round(max(0.0, 0.8 - cfg.p_gradient), 6)}
+
+
+def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: str) -> None:
+    """Every row of one perception: dataset, then per seed distillation, baseline and
+    fine-tunings, then the Optuna search."""
+    env_id = table.teacher_run.env_id
+    detector = load_detector(detector_ref, env_id=env_id, runs_dir=cfg.runs_dir, device="cpu")
+    perception, label = Perception(detector), detector.name
+    common = dict(runs_dir=cfg.runs_dir, name=cfg.name)
+    data_run, seconds = _timed(lambda: dataset.run(dataset.DatasetConfig(
+        teacher=str(table.teacher_run.path), detector=detector_ref,
+        episodes=cfg.dataset_episodes, device="cpu", progress=False, **common)))
+    data_path = str(data_run.path)
+    data = load_dataset(data_run.path / DATASET)
+    run_.manifest.setdefault("datasets", {})[label] = data_path
+    for seed in cfg.seeds:
+        dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
+                                     population_size=cfg.population_size,
+                                     restarts=cfg.restarts, **common)
+        dist_run, fit_s = _timed(lambda: distill.run(dcfg))
+        policy = SymbolicPolicy.load(dist_run.path / POLICY)
+        layout = FeatureLayout.for_dataset(data.records, data.meta, dcfg.max_slots)
+        split = distill.split_episodes(data, layout, dcfg.validation_fraction, seed)
+        table.add(label, "distilled forest (gplearn)", table.play(policy, perception),
+                  _agreement(policy, split), _nodes(policy), len(data.records), fit_s,
+                  str(dist_run.path))
+        dt, dt_nodes = decision_tree_policy(policy, split, seed)
+        table.add(label, "decision tree, same size (VIPER-style)", table.play(dt, perception),
+                  _agreement(dt, split), dt_nodes / policy.n_actions, len(data.records), 0.0,
+                  None)
+        for method, options in FINETUNES.items():
+            fcfg = finetune.FinetuneConfig(
+                policy=str(dist_run.path), teacher=str(table.teacher_run.path),
+                detector=detector_ref, dataset=data_path, seed=seed, eval_episodes=0,
+                max_steps=cfg.finetune_max_steps, select_episodes=cfg.select_episodes,
+                device="cpu", progress=False, **options, **finetune_budget(cfg, options),
+                **common)
+            ft_run, ft_s = _timed(lambda: finetune.run(fcfg))
+            tuned = SymbolicPolicy.load(ft_run.path / POLICY)
+            table.add(label, method, table.play(tuned, perception), _agreement(tuned, split),
+                      _nodes(tuned), int(tuned.metrics.get("env_steps", 0)), ft_s,
+                      str(ft_run.path))
+    if cfg.tune_trials:
+        tune_rows(cfg, table, run_, data_path, data, label, perception)
+
+
+def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data: Any,
+              label: str, perception: Perception) -> None:
+    """The Optuna search over distillation for return, and its best options re-distilled."""
+    base = run_.path / f"tune_base_{len(run_.manifest.get('tunes', []))}.yaml"
+    atomic_write_text(base, yaml.safe_dump({
+        "eval_episodes": cfg.tune_episodes, "eval_max_steps": cfg.finetune_max_steps,
+        "restarts": 1, "teacher": str(table.teacher_run.path)}))
+    tcfg = tune.TuneConfig(dataset=data_path, objective="return", distill_config=str(base),
+                           n_trials=cfg.tune_trials, max_population=max(10, cfg.population_size),
+                           max_generations=max(2, cfg.generations), seed=cfg.seeds[0],
+                           runs_dir=cfg.runs_dir, name=cfg.name)
+    tune_run, tune_s = _timed(lambda: tune.run(tcfg))
+    run_.manifest.setdefault("tunes", []).append(str(tune_run.path))
+    best = yaml.safe_load((tune_run.path / "best.yaml").read_text())
+    best.update(dataset=data_path, seed=cfg.seeds[0], eval_episodes=0, runs_dir=cfg.runs_dir,
+                name=cfg.name)
+    dist_run, fit_s = _timed(lambda: distill.run(distill.DistillConfig(**best)))
+    policy = SymbolicPolicy.load(dist_run.path / POLICY)
+    dcfg = distill.DistillConfig(**best)
+    layout = FeatureLayout.for_dataset(data.records, data.meta, dcfg.max_slots)
+    split = distill.split_episodes(data, layout, dcfg.validation_fraction, cfg.seeds[0])
+    table.add(label, f"distilled, Optuna best of {cfg.tune_trials} (return)",
+              table.play(policy, perception), _agreement(policy, split), _nodes(policy),
+              len(data.records), tune_s + fit_s, str(dist_run.path))
+
+
+def markdown(cfg: ResultsConfig, env_id: str, rows: list[dict[str, Any]]) -> str:
+    """The table as markdown, with what it was made from."""
+    lines = [f"Results on `{env_id}`: {cfg.eval_episodes} evaluation games per policy and seed "
+             f"(seeds {cfg.eval_seed}–{cfg.eval_seed + cfg.eval_episodes - 1}), distillation "
+             f"and fine-tuning seeds {', '.join(map(str, cfg.seeds))}; teacher "
+             f"`{cfg.teacher}`" + (" (quick spot check: not a result)" if cfg.quick else ""),
+             "",
+             "| perception | policy | return (mean ± std) | spread of seed means | agreement "
+             "| nodes/tree | env steps | wall-clock s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        agree = "–" if r["agreement"] is None else f"{r['agreement']:.3f}"
+        nodes = "–" if r["nodes_per_tree"] is None else f"{r['nodes_per_tree']:.1f}"
+        lines.append(f"| {r['perception']} | {r['method']} | {r['mean']:+.2f} ± {r['std']:.2f} "
+                     f"| {r['seed_mean_std']:.2f} | {agree} | {nodes} | {r['env_steps']:,} "
+                     f"| {r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: ResultsConfig) -> Run:
+    """Every row for every perception; writes results.json and results.md."""
+    cfg = cfg.effective()
+    teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
+    for ref in cfg.detectors:
+        if ref != "ocatari" and not Path(ref).exists():
+            raise UserError(f"detector {ref} does not exist (pass 'ocatari' or a SPACE "
+                            f"checkpoint or run folder)")
+    run_ = Run.create(cfg.runs_dir, STAGE, teacher_run.env_id, cfg.name, cfg.seeds[0], cfg)
+    table = Table(cfg, teacher_run)
+    with run_.failing():
+        model = load_teacher(teacher_run, "cpu")
+        returns, seconds = _timed(lambda: play_episodes(
+            teacher_run, table.seeds, greedy_teacher(model), {}, cfg.eval_max_steps))
+        table.add("pixels", "teacher (pixel PPO)", returns, 1.0, None,
+                  int(teacher_run.manifest.get("summary", {}).get("timesteps", 0)), seconds,
+                  str(teacher_run.path))
+        for ref in cfg.detectors:
+            perception_rows(cfg, table, run_, ref)
+        rows = [row.to_dict() for row in table.rows.values()]
+        out = {"env_id": teacher_run.env_id, "teacher": str(teacher_run.path),
+               "eval_seeds": table.seeds, "config": run_.manifest.get("config"),
+               "rows": rows}
+        atomic_write_text(run_.path / "results.json", json.dumps(jsonable(out), indent=2) + "\n")
+        atomic_write_text(run_.path / "results.md", markdown(cfg, teacher_run.env_id, rows))
+        for name in ("results.json", "results.md"):
+            run_.add_output(run_.path / name)
+        run_.finish({"rows": len(rows)})
+    print(markdown(cfg, teacher_run.env_id, rows))
+    print(f"[results] {run_.path / 'results.md'}")
+    return run_
