@@ -139,6 +139,63 @@ class RamObjects:
                 for o in self.objects if o and getattr(o, "visible", True)]
 
 
+@dataclass(frozen=True)
+class VisualShift:
+    """A change of the picture that leaves the game alone: ``background`` paints the frame's
+    most common colour (the background) ``value`` (R, G, B); ``noise`` adds Gaussian noise of
+    std ``value[0]``; ``shift`` moves the picture ``value`` = (dx, dy) pixels, repeating the
+    edge. Applied to every native frame before the teacher's preprocessing and the detector."""
+
+    kind: str
+    value: tuple[float, ...]
+
+    KINDS = ("background", "noise", "shift")
+
+    def __post_init__(self) -> None:
+        sizes = {"background": 3, "noise": 1, "shift": 2}
+        if self.kind not in sizes:
+            raise UserError(f"unknown visual shift '{self.kind}' (one of {', '.join(sizes)})")
+        if len(self.value) != sizes[self.kind]:
+            raise UserError(f"visual shift '{self.kind}' takes {sizes[self.kind]} number(s), "
+                            f"got {len(self.value)}")
+
+    def __call__(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.kind == "background":
+            flat = frame[::4, ::4].reshape(-1, 3)
+            colours, counts = np.unique(flat, axis=0, return_counts=True)
+            out = frame.copy()
+            out[(frame == colours[counts.argmax()]).all(axis=-1)] = np.array(self.value,
+                                                                            dtype=np.uint8)
+            return out
+        if self.kind == "noise":
+            noisy = frame + rng.normal(0.0, self.value[0], frame.shape)
+            return np.clip(noisy, 0, 255).astype(np.uint8)
+        dx, dy = (int(v) for v in self.value)
+        h, w = frame.shape[:2]
+        padded = np.pad(frame, ((max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0)), (0, 0)),
+                        mode="edge")
+        y0, x0 = max(-dy, 0), max(-dx, 0)
+        return padded[y0:y0 + h, x0:x0 + w]
+
+
+class ShiftFrames(gym.ObservationWrapper):
+    """Apply a :class:`VisualShift` to an RGB env's observations (seeded with the env)."""
+
+    def __init__(self, env: gym.Env, shift: VisualShift):
+        super().__init__(env)
+        self.shift = shift
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, **kwargs: Any):
+        if kwargs.get("seed") is not None:
+            self.rng = np.random.default_rng(kwargs["seed"])
+        return super().reset(**kwargs)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        self.last = self.shift(observation, self.rng)
+        return self.last
+
+
 class AleSkip(MaxAndSkipEnv):
     """``MaxAndSkipEnv`` for an ALE game that reads the screen only for the two pooled frames.
 
@@ -182,7 +239,8 @@ class FrameInfo(gym.Wrapper):
 
     def _annotate(self, info: dict[str, Any]) -> dict[str, Any]:
         if self.native_frames:
-            info["native_frame"] = screen(self.env)
+            shifted = _find(self.env, ShiftFrames)
+            info["native_frame"] = screen(self.env) if shifted is None else shifted.last.copy()
         if self.ram_objects is not None:
             info["objects"] = self.ram_objects.read(self.env.unwrapped.ale)
         return info
@@ -198,15 +256,27 @@ class FrameInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, self._annotate(info)
 
 
+def _find(env: gym.Env, kind: type) -> Any:
+    """The first wrapper of ``kind`` in ``env``'s chain, or None."""
+    while env is not None:
+        if isinstance(env, kind):
+            return env
+        env = getattr(env, "env", None)
+    return None
+
+
 def make_env(env_id: str, *, frame_size: int | None = 84, frame_skip: int = 4,
              noop_max: int = 30, terminal_on_life_loss: bool = True,
              clip_reward: bool | None = None, max_episode_steps: int | None = None,
              native_frames: bool = False, ground_truth: bool = False,
-             env_kwargs: dict[str, Any] | None = None) -> gym.Env:
+             env_kwargs: dict[str, Any] | None = None,
+             visual_shift: VisualShift | None = None) -> gym.Env:
     """A single headless env for ``env_id`` with the teacher's preprocessing.
 
     ``clip_reward`` defaults to on for ALE (the zoo setting) and off for Retro.
     ``frame_size=None`` keeps native RGB observations. ``ground_truth`` adds OCAtari objects.
+    ``visual_shift`` changes every ALE frame before anything sees it (RAM objects stay true).
+    ``env_kwargs`` go to the game itself (e.g. ALE's ``mode`` and ``difficulty``).
     """
     spec = resolve_env(env_id)
     env_kwargs = dict(env_kwargs or {})
@@ -216,6 +286,7 @@ def make_env(env_id: str, *, frame_size: int | None = 84, frame_skip: int = 4,
             raise UserError(f"OCAtari has no ground truth for {env_id}")
         env_kwargs.setdefault("render_mode", "rgb_array")
         env = gym.make(spec.env_id, frameskip=1, max_episode_steps=None, **env_kwargs)
+        env = ShiftFrames(env, visual_shift) if visual_shift is not None else env
         env = NoopResetEnv(env, noop_max=noop_max) if noop_max > 0 else env
         env = frame_skipper(env, frame_skip) if frame_skip > 1 else env
         env = TimeLimit(env, max_episode_steps) if max_episode_steps else env
@@ -228,6 +299,8 @@ def make_env(env_id: str, *, frame_size: int | None = 84, frame_skip: int = 4,
     else:
         if ground_truth:
             raise UserError(f"OCAtari ground truth exists only for Atari games, not {env_id}")
+        if visual_shift is not None:
+            raise UserError(f"visual shifts are made for Atari games, not {env_id}")
         import stable_retro
 
         import retro_utils

@@ -218,7 +218,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
     fine-tunings, then the Optuna search."""
     env_id = table.teacher_run.env_id
     detector = load_detector(detector_ref, env_id=env_id, runs_dir=cfg.runs_dir, device="cpu")
-    perception, label = Perception(detector), detector.name
+    perception, label = Perception(detector), Path(detector.name).name
     common = dict(runs_dir=cfg.runs_dir, name=cfg.name)
     data_run, seconds = _timed(lambda: dataset.run(dataset.DatasetConfig(
         teacher=str(table.teacher_run.path), detector=detector_ref,

@@ -234,8 +234,10 @@ def load_teacher(run_: Run, device: str = "cpu", which: str = "model") -> PPO:
     return PPO.load(path, device=resolve_device(device))
 
 
-def teacher_env(run_: Run, seed: int, **env_kwargs: Any) -> VecEnv:
-    """One env with the teacher's observation pipeline (frame stack and env kwargs)."""
+def teacher_env(run_: Run, seed: int, env_id: str | None = None, **env_kwargs: Any) -> VecEnv:
+    """One env with the teacher's observation pipeline (frame stack and env kwargs), of the
+    teacher's game or of ``env_id``."""
     hyper = run_.manifest.get("hyperparams", {})
     kwargs = dict(teacher_env_kwargs(hyper), **env_kwargs)
-    return make_vec_env(run_.env_id, 1, seed, int(hyper.get("frame_stack", 4)), **kwargs)
+    return make_vec_env(env_id or run_.env_id, 1, seed, int(hyper.get("frame_stack", 4)),
+                        **kwargs)
