@@ -10,7 +10,10 @@ DEMO_FINETUNE ?= --search evolve --population-size 6 --generations 3 -n 512 --ma
 DEMO_ENV ?= ALE/Pong-v5
 DEMO_STEPS ?= 20480
 
-.PHONY: demo demo-scratch test venv bench clean
+RESULTS_TEACHER ?= pretrained/pong_teacher
+RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
+
+.PHONY: demo demo-scratch test venv bench clean results results-quick
 
 venv: $(STAMP)
 
@@ -46,6 +49,14 @@ demo-scratch: $(STAMP)
 	$(PY) symbolic_finetuning.py --policy latest --runs-dir $(RUNS) --name demo --search evolve \
 		--population-size 6 --generations 3 -n 512 --max-steps 1000 --eval-episodes 2
 	$(PY) report.py --finetune latest --runs-dir $(RUNS)
+
+# The results table of one game (teacher, distilled, Optuna, decision tree, four fine-tunings,
+# per perception; 10 evaluation games, 3 seeds), and the same as a spot check in minutes.
+results: $(STAMP)
+	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) --runs-dir $(RUNS)
+
+results-quick: $(STAMP)
+	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) --runs-dir $(RUNS) --quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

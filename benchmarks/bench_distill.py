@@ -51,7 +51,7 @@ def plain_gplearn(cfg: DistillConfig, X: np.ndarray, actions: np.ndarray, n_acti
     for a in range(n_actions):
         y = (actions == a).astype(int)
         if y.min() == y.max():
-            trees.append([{"c": -1e6}])
+            trees.append([{"c": 0.0 if y[0] else -1e6}])
             continue
         params = dict(cfg.gplearn_params(cfg.seed + a),
                       generations=cfg.gp.generations * cfg.restarts)

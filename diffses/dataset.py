@@ -7,11 +7,12 @@ action probabilities. Records are written as they come, so memory stays flat on 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -21,17 +22,19 @@ from diffses.cli import arg
 from diffses.detection import load_detector
 from diffses.envs import env_info, same_game
 from diffses.errors import UserError
-from diffses.io import JsonListWriter, atomic_write_json
+from diffses.io import JsonListWriter, atomic_write_json, read_json
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent, load_policy
 from diffses.rollout import Transition, rollout
-from diffses.runs import Run, resolve_run
+from diffses.runs import Run, resolve_run, resume_config
 from diffses.schema import DATASET, meta_path, validate_record
 from diffses.teacher import STAGE as TEACHER_STAGE
 from diffses.teacher import load_teacher, teacher_env
 from diffses.utils import resolve_device, seed_everything
 
 STAGE = "dataset"
+#: Written after every whole game of a build, removed when it completes.
+PROGRESS = "progress.json"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class DatasetConfig:
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("dataset", "run name, part of the run folder's name")
     out: str | None = arg(None, "also write the dataset to this file (and its .meta.json)")
+    resume: str | None = arg(None, "continue a killed build (its run folder, or 'latest') "
+                                   "after its last whole game")
     progress: bool = arg(True, "show a progress bar", negative="--no-progress")
 
     def __post_init__(self) -> None:
@@ -67,12 +72,13 @@ class DatasetConfig:
             raise UserError("--episodes, --n-steps and --batch must be positive")
 
 
-def _chunks(steps: Iterator[Transition], size: int, cfg: DatasetConfig
+def _chunks(steps: Iterator[Transition], size: int, cfg: DatasetConfig, done: int = 0
             ) -> Iterator[list[Transition]]:
-    """Consecutive transitions in lists of ``size``, until the episode or step budget ends."""
+    """Consecutive transitions in lists of ``size``, until the episode or step budget ends
+    (``done`` steps were written before)."""
     episodes = cfg.episodes if cfg.episodes is not None or cfg.n_steps is not None else 1
     chunk: list[Transition] = []
-    for i, t in enumerate(steps):
+    for i, t in enumerate(steps, start=done):
         if (cfg.n_steps is not None and i >= cfg.n_steps) or \
                 (episodes is not None and t.episode >= episodes):
             break
@@ -84,8 +90,37 @@ def _chunks(steps: Iterator[Transition], size: int, cfg: DatasetConfig
         yield chunk
 
 
+def _games(cfg: DatasetConfig, teacher_run: Run, perception: Perception,
+           make_actor: Callable[[], Callable[[np.ndarray, dict[str, Any]], int]], first: int
+           ) -> Iterator[Transition]:
+    """Game after game from game ``first``; game k is seeded ``seed + k`` (env and torch), so
+    a build resumes at any game boundary exactly."""
+    k = first
+    while True:
+        seed_everything(cfg.seed + k)
+        venv = teacher_env(teacher_run, cfg.seed + k, clip_reward=False,
+                           **perception.env_kwargs)
+        try:
+            for t in rollout(venv, make_actor()):
+                yield dataclasses.replace(t, episode=k)
+                if t.game_over:
+                    break
+        finally:
+            venv.close()
+        k += 1
+
+
+def resolve_config(cfg: DatasetConfig) -> tuple[DatasetConfig, Run | None]:
+    """For ``--resume``: the killed build's config (device and progress from this call)."""
+    if cfg.resume is None:
+        return cfg, None
+    return resume_config(DatasetConfig, cfg.resume, STAGE, cfg.runs_dir, False,
+                         device=cfg.device, progress=cfg.progress)
+
+
 def run(cfg: DatasetConfig) -> Run:
-    """Build the dataset; returns the finished run."""
+    """Build the dataset (or continue a killed build); returns the finished run."""
+    cfg, resumed = resolve_config(cfg)
     teacher_run = resolve_run(cfg.teacher, TEACHER_STAGE, cfg.runs_dir)
     env_id = teacher_run.env_id
     device = resolve_device(cfg.device)
@@ -93,30 +128,36 @@ def run(cfg: DatasetConfig) -> Run:
                              hud=cfg.hud)
     perception = Perception(detector, cfg.gate, cfg.max_missing)
     facts = env_info(env_id)
-    run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
+    if resumed is None:
+        run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
+    else:
+        run_ = resumed
+        run_.manifest["status"] = "running"
+    progress = read_json(run_.path / PROGRESS) if (run_.path / PROGRESS).is_file() else None
     with run_.failing():
         run_.add_input("teacher_model", teacher_run.path / "model.zip")
         run_.manifest.update(teacher_run=str(teacher_run.path), detector=detector.name)
-        seed_everything(cfg.seed)
         model = load_teacher(teacher_run, device)
-        venv = teacher_env(teacher_run, cfg.seed, clip_reward=False, **perception.env_kwargs)
 
-        def act(obs: np.ndarray, info: dict[str, Any]) -> int:
-            return int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
+        def make_actor() -> Callable[[np.ndarray, dict[str, Any]], int]:
+            if student is not None:
+                return SymbolicAgent(student, Perception(detector, cfg.gate, cfg.max_missing))
+            return lambda obs, info: int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
 
-        steps = rollout(venv, act)
+        student, student_path = None, None
         if cfg.student is not None:
             student, student_path = load_policy(cfg.student, cfg.runs_dir)
             if not same_game(student.env_id, env_id):
                 raise UserError(f"--student {cfg.student} plays {student.env_id}, not "
                                 f"{env_id}")
             run_.add_input("student", student_path)
-            agent = SymbolicAgent(student, Perception(detector, cfg.gate, cfg.max_missing))
-            steps = _resetting(rollout(venv, agent), agent)
-        try:
-            stats = _write(cfg, steps, model, perception, run_, facts["n_actions"])
-        finally:
-            venv.close()
+
+        first = progress["episodes"] if progress else 0
+        if progress:
+            print(f"[dataset] resuming {run_.path} after game {first} "
+                  f"({progress['writer']['count']} records kept)")
+        stats = _write(cfg, _games(cfg, teacher_run, perception, make_actor, first), model,
+                       perception, run_, facts["n_actions"], progress)
         meta = {
             "env_id": env_id,
             "n_actions": facts["n_actions"],
@@ -129,11 +170,12 @@ def run(cfg: DatasetConfig) -> Run:
             "detector": detector.name,
             "teacher_run": str(teacher_run.path),
             "deterministic_teacher": cfg.deterministic,
-            "student": None if cfg.student is None else str(student_path),
+            "student": None if student_path is None else str(student_path),
             "records": stats["records"],
             "episodes": stats["episodes"],
         }
         atomic_write_json(meta_path(run_.path / DATASET), meta)
+        (run_.path / PROGRESS).unlink(missing_ok=True)
         run_.add_output(run_.path / DATASET)
         run_.add_output(meta_path(run_.path / DATASET))
         if cfg.out:
@@ -145,14 +187,6 @@ def run(cfg: DatasetConfig) -> Run:
           f"{stats['records_per_second']:.0f} records/s, detector {detector.name}: "
           f"{run_.path / DATASET}")
     return run_
-
-
-def _resetting(steps: Iterator[Transition], agent: SymbolicAgent) -> Iterator[Transition]:
-    """``steps`` with the agent's tracking restarted after every game over."""
-    for t in steps:
-        if t.game_over:
-            agent.reset()
-        yield t
 
 
 def _copy_out(run_: Run, out: str) -> None:
@@ -171,15 +205,22 @@ def teacher_probs(model: Any, obs: np.ndarray) -> np.ndarray:
 
 
 def _write(cfg: DatasetConfig, steps: Iterator[Transition], model: Any,
-           perception: Perception, run_: Run, n_actions: int) -> dict[str, Any]:
-    """Perceive, validate and write records chunk by chunk (memory stays flat); returns
-    counts for the meta and summary."""
-    max_per_type: Counter = Counter()
-    n_objects, returns, ep_return, last_episode = 0, [], 0.0, -1
-    t0 = time.perf_counter()
-    with JsonListWriter(run_.path / DATASET) as writer, \
-            tqdm(total=cfg.n_steps, disable=not cfg.progress, desc="records") as bar:
-        for chunk in _chunks(steps, cfg.batch, cfg):
+           perception: Perception, run_: Run, n_actions: int,
+           progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Perceive, validate and write records chunk by chunk (memory stays flat), marking
+    progress after every whole game so a killed build resumes there; returns counts for the
+    meta and summary."""
+    start = progress or {"episodes": 0, "max_per_type": {}, "n_objects": 0, "returns": [],
+                         "seconds": 0.0}
+    max_per_type: Counter = Counter({int(k): v for k, v in start["max_per_type"].items()})
+    n_objects, returns, ep_return = start["n_objects"], list(start["returns"]), 0.0
+    last_episode = start["episodes"] - 1
+    t0 = time.perf_counter() - start["seconds"]
+    with JsonListWriter(run_.path / DATASET, keep_partial=True,
+                        resume=progress["writer"] if progress else None) as writer, \
+            tqdm(total=cfg.n_steps, initial=writer.count, disable=not cfg.progress,
+                 desc="records") as bar:
+        for chunk in _chunks(steps, cfg.batch, cfg, writer.count):
             frames = np.stack([t.info["native_frame"] for t in chunk])   # (B, H, W, 3)
             starts = [t.episode != prev for t, prev in
                       zip(chunk, [last_episode] + [t.episode for t in chunk[:-1]])]
@@ -190,15 +231,20 @@ def _write(cfg: DatasetConfig, steps: Iterator[Transition], model: Any,
                     max_per_type[typ] = max(max_per_type[typ], n)
                 n_objects += len(state)
                 ep_return += t.reward
-                if t.game_over:
-                    returns.append(ep_return)
-                    ep_return = 0.0
                 action = t.action if cfg.student is None else int(np.argmax(p))
                 record = {"state": state, "teacher_action": action, "episode": t.episode,
                           "step": t.step, "reward": t.reward,
                           "teacher_probs": [round(float(v), 5) for v in p]}
                 validate_record(record, n_actions)
                 writer.write(record)
+                if t.game_over:
+                    returns.append(ep_return)
+                    ep_return = 0.0
+                    atomic_write_json(run_.path / PROGRESS, {
+                        "episodes": t.episode + 1, "writer": writer.checkpoint(),
+                        "max_per_type": {str(k): v for k, v in max_per_type.items()},
+                        "n_objects": n_objects, "returns": returns,
+                        "seconds": time.perf_counter() - t0})
             last_episode = chunk[-1].episode
             bar.update(len(chunk))
         records = writer.count

@@ -93,16 +93,30 @@ class JsonListWriter:
     """Write a JSON list one item at a time; the file appears whole, by a rename, on close.
 
     Memory stays flat however many items are written. Leaving the ``with`` block by an
-    exception removes the partial file.
+    exception removes the partial file, unless ``keep_partial``: then the partial file
+    (``.<name>.partial`` beside the target) stays, and a later writer continues it from a
+    :meth:`checkpoint` (``resume``), dropping whatever was written after it.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, keep_partial: bool = False,
+                 resume: dict[str, int] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial",
-                                   dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._fh = os.fdopen(fd, "w")
+        self.keep_partial = keep_partial
+        if keep_partial:
+            self._tmp = self.path.with_name(f".{self.path.name}.partial")
+            if resume is not None:
+                self._fh = open(self._tmp, "r+")
+                self._fh.truncate(resume["bytes"])
+                self._fh.seek(resume["bytes"])
+                self.count = resume["count"]
+                return
+            self._fh = open(self._tmp, "w")
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial",
+                                       dir=self.path.parent)
+            self._tmp = Path(tmp)
+            self._fh = os.fdopen(fd, "w")
         self._fh.write("[")
         self.count = 0
 
@@ -110,13 +124,20 @@ class JsonListWriter:
         self._fh.write(("\n" if self.count == 0 else ",\n") + json.dumps(item, allow_nan=False))
         self.count += 1
 
+    def checkpoint(self) -> dict[str, int]:
+        """Flush to disk; a writer given the returned mark resumes right here."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return {"bytes": self._fh.tell(), "count": self.count}
+
     def __enter__(self) -> "JsonListWriter":
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             self._fh.close()
-            self._tmp.unlink(missing_ok=True)
+            if not self.keep_partial:
+                self._tmp.unlink(missing_ok=True)
             return
         self._fh.write("\n]\n")
         self._fh.flush()

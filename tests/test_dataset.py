@@ -131,3 +131,38 @@ def test_a_student_of_another_game_is_refused(teacher_run, tmp_path):
     with pytest.raises(UserError, match="plays ALE/Breakout-v5"):
         run(DatasetConfig(teacher=str(teacher_run.path), n_steps=10, runs_dir=str(tmp_path),
                           progress=False, device="cpu", student=str(path)))
+
+
+def test_a_killed_build_resumes_to_the_same_dataset(teacher_run, tmp_path):
+    """kill -9 after the first whole game; --resume keeps its records and writes the rest,
+    byte for byte what an uninterrupted build of the same seed writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    args = ["--teacher", str(teacher_run.path), "--episodes", "2", "--seed", "5",
+            "--no-progress", "--device", "cpu", "--batch", "16"]
+    whole = run_cli("build_dataset.py", *args, "--runs-dir", str(tmp_path / "a"))
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build_dataset.py"), *args,
+                             "--runs-dir", str(tmp_path / "b")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "b").glob("dataset/*/progress.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (folder,) = (tmp_path / "b" / "dataset").iterdir()
+    assert (folder / "progress.json").is_file() and not (folder / "dataset.json").exists()
+    kept = json.loads((folder / "progress.json").read_text())["writer"]["count"]
+    resumed = run_cli("build_dataset.py", "--resume", str(folder), "--runs-dir",
+                      str(tmp_path / "b"), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{kept} records kept" in resumed.stdout
+    (done,) = (tmp_path / "a" / "dataset").iterdir()
+    assert (folder / "dataset.json").read_bytes() == (done / "dataset.json").read_bytes()
+    assert not (folder / "progress.json").exists()
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "complete"
