@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test venv bench clean results results-quick
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick
 
 venv: $(STAMP)
 
@@ -60,6 +60,10 @@ results-quick: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Two Optuna workers and a killed one on a PostgreSQL server started in a temporary folder.
+test-postgres: $(STAMP)
+	$(PY) -m pytest -q tests/test_postgres.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_teacher.py

@@ -10,6 +10,8 @@ gets ``trials.csv`` and ``best.yaml``, which ``distill_teacher.py --config best.
 
 from __future__ import annotations
 
+import dataclasses
+
 import multiprocessing
 import warnings
 from dataclasses import dataclass
@@ -103,10 +105,11 @@ def suggest(trial: optuna.Trial, cfg: TuneConfig) -> dict[str, Any]:
 class Objective:
     """Distil with a trial's options and score the forest."""
 
-    def __init__(self, cfg: TuneConfig, base: dict[str, Any], data: Dataset):
-        self.cfg, self.base, self.data = cfg, base, data
+    def __init__(self, cfg: TuneConfig, base: dict[str, Any], data: Dataset, worker: int = 0):
+        self.cfg, self.base, self.data, self.worker = cfg, base, data, worker
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", self.worker)
         dcfg = DistillConfig(**{**self.base, **suggest(trial, self.cfg)})
         pruned = False
 
@@ -152,7 +155,7 @@ def _optimize(cfg: TuneConfig, storage: str, target: int, worker: int) -> None:
                               sampler=optuna.samplers.TPESampler(seed=cfg.seed + worker),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    study.optimize(Objective(cfg, _base_options(cfg), data), n_trials=target,
+    study.optimize(Objective(cfg, _base_options(cfg), data, worker), n_trials=target,
                    timeout=cfg.timeout,
                    callbacks=[optuna.study.MaxTrialsCallback(target, states=done)])
 
@@ -188,6 +191,8 @@ def run(cfg: TuneConfig) -> Run:
     if cfg.resume:
         run_ = resolve_run(cfg.resume, STAGE, cfg.runs_dir, complete_only=False)
         run_.manifest["status"] = "running"
+        cfg = dataclasses.replace(cfg, study_name=run_.manifest.get("study_name",
+                                                                    cfg.study_name))
     else:
         run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
     storage = cfg.storage or run_.manifest.get("storage") or \
