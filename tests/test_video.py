@@ -34,15 +34,17 @@ def test_play_writes_a_video_with_the_teacher_beside(teacher_run, tmp_path):
     assert len({f.tobytes() for f in frames}) > 5
 
 
-def test_play_writes_a_gif_and_refuses_other_formats(teacher_run, tmp_path):
+def test_gif_writer_and_bad_video_paths(tmp_path):
     from PIL import Image
-    path = _policy(tmp_path, teacher_run)
-    proc = run_cli("play_policy.py", "--policy", str(path), "--max-steps", "10",
-                   "--video", str(tmp_path / "v.gif"), "--video-steps", "10",
-                   "--runs-dir", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
+    import pytest
+    from diffses.errors import UserError
+    from diffses.video import PlayConfig, VideoWriter
+    writer = VideoWriter(tmp_path / "v.gif")
+    for i in range(10):
+        writer.add(np.full((420, 680, 3), 20 * i, dtype=np.uint8))
+    assert writer.close() == tmp_path / "v.gif"
     image = Image.open(tmp_path / "v.gif")
-    assert image.n_frames == 5 and np.asarray(image.convert("RGB")).shape[0] == 420
-    proc = run_cli("play_policy.py", "--policy", str(path), "--video", str(tmp_path / "v.avi"),
-                   "--runs-dir", str(tmp_path))
-    assert proc.returncode == 2 and ".mp4 or .gif" in proc.stderr
+    assert image.n_frames == 5 and np.asarray(image.convert("RGB")).shape == (420, 680, 3)
+    assert not list(tmp_path.glob("*.partial*"))
+    with pytest.raises(UserError, match=".mp4 or .gif"):
+        PlayConfig(video=str(tmp_path / "v.avi"))
