@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures
 
 venv: $(STAMP)
 
@@ -57,6 +57,10 @@ results: $(STAMP)
 
 results-quick: $(STAMP)
 	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) --runs-dir $(RUNS) --quick
+
+# Every figure from the newest results and transfer runs and the shipped teachers.
+figures: $(STAMP)
+	$(PY) make_figures.py --runs-dir $(RUNS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

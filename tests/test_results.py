@@ -9,6 +9,8 @@ import numpy as np
 from sklearn.tree import DecisionTreeClassifier
 
 from conftest import run_cli
+from diffses.figures import FiguresConfig
+from diffses.figures import run as make_figures
 from diffses.results import FINETUNES, ResultsConfig, run, tree_forest
 from planted import rule_dataset
 from see.tree import logits
@@ -46,6 +48,11 @@ def test_results_table_end_to_end(teacher_run, tmp_path):
                         ["history"] for m in list(FINETUNES)[:2])
     assert all(h["expert_loss"] is not None for h in guided)
     assert all(h["expert_loss"] is None and h["agreement"] is None for h in unguided)
+    figures = make_figures(FiguresConfig(teachers=(str(teacher_run.path),), results=str(done.path),
+                                         transfer=None, runs_dir=str(tmp_path)))
+    names = {p.name for p in figures.path.iterdir()}
+    assert {"results_returns.png", "results_returns.svg",
+            "formula_sizes.png", "finetune_curves.png"} <= names
 
 
 def test_results_cli_refuses_a_missing_detector(teacher_run, tmp_path):

@@ -1,0 +1,180 @@
+"""Every figure of the README, regenerated from run folders: teacher learning curves, returns
+of the results table with error bars, fine-tuning curves, the transfer chart, per-action
+formula sizes and SPACE's box grid. PNG (and SVG for the charts) into a run folder under
+``<runs-dir>/figures/``; ``--docs`` copies them to docs/figures/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffses.cli import arg
+from diffses.curves import plot_learning_curves
+from diffses.errors import UserError
+from diffses.policy import POLICY, SymbolicPolicy
+from diffses.runs import Run, env_slug, resolve_run
+from diffses.transfer import chart as transfer_chart
+
+STAGE = "figures"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "figures"
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    """Draw the README's figures from runs: teacher curves, the results table's returns and
+    fine-tuning curves, the transfer chart, formula sizes and the SPACE box grid."""
+
+    teachers: tuple[str, ...] = arg(("pretrained/pong_teacher", "pretrained/breakout_teacher"),
+                                    "teacher runs (their TensorBoard logs) or shipped teachers "
+                                    "(their learning_curve.png)")
+    results: str | None = arg("latest", "results run folder or 'latest' (none: skipped)")
+    transfer: str | None = arg("latest", "transfer run folder or 'latest' (none: skipped)")
+    space_eval: str | None = arg(None, "folder of a SPACE evaluation (its box grid PNG)")
+    docs: bool = arg(False, "also copy the figures to docs/figures/")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+    name: str = arg("figures", "run name, part of the run folder's name")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig: Any, path: Path) -> list[Path]:
+    """PNG and SVG of a figure, each written whole."""
+    out = []
+    for suffix in (".png", ".svg"):
+        target = path.with_suffix(suffix)
+        tmp = target.with_name(target.stem + ".partial" + suffix)
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(target)
+        out.append(target)
+    _pyplot().close(fig)
+    return out
+
+
+def returns_chart(result: dict[str, Any], path: Path) -> list[Path]:
+    """Mean return ± std of every row of a results table, one bar each."""
+    plt = _pyplot()
+    rows = result["rows"]
+    labels = [f"{r['method']} [{r['perception']}]" for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [r["mean"] for r in rows], xerr=[r["std"] for r in rows], capsize=2,
+            color=["#555" if r["perception"] == "pixels" else "#3a7" for r in rows])
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel(f"return, {len(result['eval_seeds'])} seeded games per seed")
+    ax.set_title(result["env_id"])
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def finetune_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
+    """Return and teacher agreement against env steps for each fine-tuning run."""
+    runs = [(r["method"], r["perception"], Path(p)) for r in result["rows"]
+            if r["method"].startswith("fine-tuned") for p in r["runs"]
+            if (Path(p) / "history.json").is_file()]
+    if not runs:
+        return None
+    plt = _pyplot()
+    fig, (ret, agree) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, perception, folder in runs:
+        history = json.loads((folder / "history.json").read_text())["history"]
+        steps = [h.get("env_steps", i) for i, h in enumerate(history)]
+        label = f"{method.removeprefix('fine-tuned: ')} [{perception}]"
+        line, = ret.plot(steps, [h.get("mean_return", h.get("best_return")) for h in history],
+                         label=label)
+        if any(h.get("agreement") is not None for h in history):
+            agree.plot(steps, [h.get("agreement") for h in history], color=line.get_color())
+    ret.set_xlabel("env steps")
+    ret.set_ylabel("return (training games)")
+    agree.set_xlabel("env steps")
+    agree.set_ylabel("agreement with the teacher (online)")
+    ret.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sizes_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
+    """Nodes per action of each distilled forest of the table."""
+    policies = [(r["perception"], SymbolicPolicy.load(Path(p) / POLICY))
+                for r in result["rows"] if r["method"] == "distilled forest (gplearn)"
+                for p in r["runs"] if (Path(p) / POLICY).is_file()]
+    if not policies:
+        return None
+    plt = _pyplot()
+    meanings = policies[0][1].action_meanings
+    width = 0.8 / len(policies)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(meanings), 3.4))
+    for i, (perception, policy) in enumerate(policies):
+        ax.bar(np.arange(len(meanings)) + (i - (len(policies) - 1) / 2) * width,
+               [len(t) for t in policy.trees], width, label=f"{perception} #{i}")
+    ax.set_xticks(np.arange(len(meanings)), meanings, rotation=30, ha="right")
+    ax.set_ylabel("nodes")
+    ax.set_title("formula size per action")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _run_or_none(ref: str | None, stage: str, runs_dir: str) -> Run | None:
+    if ref is None:
+        return None
+    try:
+        return resolve_run(ref, stage, runs_dir)
+    except UserError:
+        if ref == "latest":
+            print(f"[figures] no {stage} run yet: its figures are skipped")
+            return None
+        raise
+
+
+def run(cfg: FiguresConfig) -> Run:
+    """Draw every figure the inputs allow; returns the run folder holding them."""
+    run_ = Run.create(cfg.runs_dir, STAGE, "all", cfg.name, 0, cfg)
+    made: list[Path] = []
+    with run_.failing():
+        for ref in cfg.teachers:
+            teacher = resolve_run(ref, "teacher", cfg.runs_dir)
+            target = run_.path / f"teacher_{env_slug(teacher.env_id)}.png"
+            if (teacher.path / "learning_curve.png").is_file():
+                made.append(Path(shutil.copyfile(teacher.path / "learning_curve.png", target)))
+                continue
+            try:
+                made.append(plot_learning_curves([(teacher.env_id, teacher.path)], target,
+                                                 teacher.env_id))
+            except UserError as err:
+                print(f"[figures] no learning curve for {teacher.path}: {err}")
+        results = _run_or_none(cfg.results, "results", cfg.runs_dir)
+        if results is not None:
+            table = json.loads((results.path / "results.json").read_text())
+            made += returns_chart(table, run_.path / "results_returns")
+            made += finetune_chart(table, run_.path / "finetune_curves") or []
+            made += sizes_chart(table, run_.path / "formula_sizes") or []
+        transfer = _run_or_none(cfg.transfer, "transfer", cfg.runs_dir)
+        if transfer is not None:
+            out = json.loads((transfer.path / "transfer.json").read_text())
+            transfer_chart(out, run_.path / "transfer.png")
+            made.append(run_.path / "transfer.png")
+        if cfg.space_eval:
+            grids = sorted(Path(cfg.space_eval).glob("*.png"))
+            if not grids:
+                raise UserError(f"--space-eval {cfg.space_eval} holds no PNG")
+            made += [Path(shutil.copyfile(g, run_.path / f"space_{g.name}")) for g in grids]
+        for path in made:
+            run_.add_output(path)
+            if cfg.docs:
+                DOCS.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, DOCS / path.name)
+        run_.finish({"figures": [p.name for p in made]})
+    for path in made:
+        print(f"[figures] {path}")
+    return run_
