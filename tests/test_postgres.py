@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
@@ -22,11 +19,11 @@ import psycopg
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from diffses.tune import TuneConfig, run
 from planted import write_planted
+from test_tune import TINY, kill_mid_trial_and_resume
 
-TINY = dict(max_population=40, max_generations=3)
 
 
 def _server_binary(name: str) -> str:
@@ -86,35 +83,16 @@ def test_two_workers_fill_one_study_and_its_best_distils(postgres_url, planted_f
 
 def test_a_killed_worker_leaves_the_postgres_study_usable(postgres_url, planted_file,
                                                           tmp_path):
-    args = [sys.executable, str(ROOT / "gplearn_optuna.py"), "--dataset", str(planted_file),
-            "--runs-dir", str(tmp_path), "--n-trials", "200", "--heartbeat", "1",
-            "--storage", postgres_url, "--study-name", "killed", "--max-population", "40",
-            "--max-generations", "3"]
-    log = tmp_path / "worker.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    running: list = []
-    while not running:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.2)
+    def find_running() -> list[int]:
         try:
             with psycopg.connect(postgres_url) as con, con.cursor() as cur:
                 cur.execute("SELECT t.number FROM trials t JOIN studies s ON "
                             "t.study_id = s.study_id JOIN trial_heartbeats h ON "
                             "h.trial_id = t.trial_id WHERE s.study_name = 'killed' AND "
                             "t.state = 'RUNNING' AND t.number >= 1")
-                running = [n for (n,) in cur.fetchall()]
+                return [n for (n,) in cur.fetchall()]
         except psycopg.Error:
-            continue
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    folder = next(tmp_path.glob("tune/*"))
-    time.sleep(3)  # past the grace period of two heartbeats
-    done = run(TuneConfig(dataset=str(planted_file), n_trials=2, resume=str(folder),
-                          runs_dir=str(tmp_path), heartbeat=1, **TINY))
-    study = optuna.load_study(study_name="killed", storage=postgres_url)
-    states = {t.number: t.state for t in study.trials}
-    assert states[running[0]] == optuna.trial.TrialState.FAIL
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert done.manifest["status"] == "complete" and (folder / "best.yaml").is_file()
+            return []
+    kill_mid_trial_and_resume(planted_file, tmp_path, ["--storage", postgres_url,
+                                                       "--study-name", "killed"],
+                              find_running, "killed")

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import optuna
 import pandas as pd
@@ -79,34 +80,46 @@ def test_bad_tuning_input_is_refused(planted_file, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_study_goes_on(planted_file,
-                                                                              tmp_path):
+def kill_mid_trial_and_resume(planted_file, tmp_path, extra: list[str],
+                              find_running: Callable[[], list[int]], study_name: str
+                              ) -> None:
+    """Start a worker, SIGKILL it once ``find_running()`` names a running trial, resume the
+    study after two heartbeats, and check the killed trial failed and none is stuck."""
     args = [sys.executable, str(ROOT / "gplearn_optuna.py"), "--dataset", str(planted_file),
             "--runs-dir", str(tmp_path), "--n-trials", "200", "--heartbeat", "1",
-            "--max-population", "40", "--max-generations", "3"]
+            "--max-population", "40", "--max-generations", "3", *extra]
     log = tmp_path / "worker.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     running: list = []
-    while not running:  # read the study read-only: opening it with optuna would race the worker
+    while not running:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.2)
-        for db in tmp_path.glob("tune/*/study.db"):
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-                    running = [n for (n,) in con.execute(
-                        "SELECT number FROM trials WHERE state = 'RUNNING' AND number >= 1")]
-            except sqlite3.Error:
-                continue
+        running = find_running()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     folder = next(tmp_path.glob("tune/*"))
     time.sleep(3)  # past the grace period of two heartbeats
     done = run(TuneConfig(dataset=str(planted_file), n_trials=2, resume=str(folder),
                           runs_dir=str(tmp_path), heartbeat=1, **TINY))
-    trials = _study(done).trials
+    trials = optuna.load_study(study_name=study_name, storage=done.manifest["storage"]).trials
     states = {t.number: t.state for t in trials}
     assert states[running[0]] == optuna.trial.TrialState.FAIL
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert done.manifest["status"] == "complete" and (folder / "best.yaml").is_file()
+
+
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_study_goes_on(planted_file,
+                                                                              tmp_path):
+    def find_running() -> list[int]:
+        # read the study read-only: opening it with optuna would race the worker
+        for db in tmp_path.glob("tune/*/study.db"):
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                    return [n for (n,) in con.execute(
+                        "SELECT number FROM trials WHERE state = 'RUNNING' AND number >= 1")]
+            except sqlite3.Error:
+                continue
+        return []
+    kill_mid_trial_and_resume(planted_file, tmp_path, [], find_running, "distill")
