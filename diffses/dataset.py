@@ -7,7 +7,6 @@ action probabilities. Records are written as they come, so memory stays flat on 
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from diffses.errors import UserError
 from diffses.io import JsonListWriter, atomic_write_json, read_json
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent, load_policy
-from diffses.rollout import Transition, rollout
+from diffses.rollout import Transition, games
 from diffses.runs import Run, resolve_run, resume_config
 from diffses.schema import DATASET, meta_path, validate_record
 from diffses.teacher import STAGE as TEACHER_STAGE
@@ -90,26 +89,6 @@ def _chunks(steps: Iterator[Transition], size: int, cfg: DatasetConfig, done: in
         yield chunk
 
 
-def _games(cfg: DatasetConfig, teacher_run: Run, perception: Perception,
-           make_actor: Callable[[], Callable[[np.ndarray, dict[str, Any]], int]], first: int
-           ) -> Iterator[Transition]:
-    """Game after game from game ``first``; game k is seeded ``seed + k`` (env and torch), so
-    a build resumes at any game boundary exactly."""
-    k = first
-    while True:
-        seed_everything(cfg.seed + k)
-        venv = teacher_env(teacher_run, cfg.seed + k, clip_reward=False,
-                           **perception.env_kwargs)
-        try:
-            for t in rollout(venv, make_actor()):
-                yield dataclasses.replace(t, episode=k)
-                if t.game_over:
-                    break
-        finally:
-            venv.close()
-        k += 1
-
-
 def resolve_config(cfg: DatasetConfig) -> tuple[DatasetConfig, Run | None]:
     """For ``--resume``: the killed build's config (device and progress from this call)."""
     if cfg.resume is None:
@@ -156,8 +135,13 @@ def run(cfg: DatasetConfig) -> Run:
         if progress:
             print(f"[dataset] resuming {run_.path} after game {first} "
                   f"({progress['writer']['count']} records kept)")
-        stats = _write(cfg, _games(cfg, teacher_run, perception, make_actor, first), model,
-                       perception, run_, facts["n_actions"], progress)
+        def game_actor(k: int) -> Callable[[np.ndarray, dict[str, Any]], int]:
+            seed_everything(cfg.seed + k)
+            return make_actor()
+
+        steps = games(lambda k: teacher_env(teacher_run, cfg.seed + k, clip_reward=False,
+                                            **perception.env_kwargs), game_actor, first)
+        stats = _write(cfg, steps, model, perception, run_, facts["n_actions"], progress)
         meta = {
             "env_id": env_id,
             "n_actions": facts["n_actions"],

@@ -14,18 +14,18 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from diffses.cli import arg
-from diffses.envs import make_vec_env, ocatari_game, resolve_env
+from diffses.envs import env_info, make_vec_env, ocatari_game, resolve_env
 from diffses.errors import UserError
-from diffses.io import atomic_write_bytes
-from diffses.rollout import Transition, rollout
-from diffses.runs import Run, resolve_run
+from diffses.io import atomic_write_bytes, atomic_write_json, read_json
+from diffses.rollout import Transition, games
+from diffses.runs import Run, resolve_run, resume_config
 from diffses.teacher import STAGE as TEACHER_STAGE
 from diffses.teacher import load_teacher, teacher_env
 from diffses.utils import resolve_device, seed_everything
@@ -33,6 +33,8 @@ from diffses.utils import resolve_device, seed_everything
 STAGE = "frames"
 SPLITS = ("train", "validation", "test")
 INDEX = "frames.jsonl"
+#: Written after every whole game of a run, removed when it completes.
+PROGRESS = "progress.json"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class FramesConfig:
     name: str = arg("frames", "run name, part of the run folder's name")
     out: str | None = arg(None, "write into this folder instead of a new run folder")
     overwrite: bool = arg(False, "replace frames already in --out")
+    resume: str | None = arg(None, "continue a killed run (its folder, or 'latest') after its "
+                                   "last whole game")
     progress: bool = arg(True, "show a progress bar", negative="--no-progress")
 
     def __post_init__(self) -> None:
@@ -62,7 +66,7 @@ class FramesConfig:
             raise UserError("--n-frames and --every must be positive")
         if len(self.splits) != 3 or any(f < 0 for f in self.splits) or sum(self.splits) <= 0:
             raise UserError("--splits takes three non-negative fractions (train validation test)")
-        if self.policy == "teacher" and self.teacher is None:
+        if self.policy == "teacher" and self.teacher is None and self.resume is None:
             raise UserError("give --teacher RUN (or latest), or --policy random --env ID")
         if self.policy == "random" and self.env is None and self.teacher is None:
             raise UserError("--policy random needs --env ID")
@@ -103,8 +107,18 @@ def _prepare_out(cfg: FramesConfig, env_id: str) -> Run:
     return Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg, path=out)
 
 
+def resolve_config(cfg: FramesConfig) -> tuple[FramesConfig, Run | None]:
+    """For ``--resume``: the killed run's config (device and progress from this call)."""
+    if cfg.resume is None:
+        return cfg, None
+    return resume_config(FramesConfig, cfg.resume, STAGE, cfg.runs_dir, False,
+                         device=cfg.device, progress=cfg.progress, out=None)
+
+
 def run(cfg: FramesConfig) -> Run:
-    """Save ``cfg.n_frames`` frames and their index; returns the finished run."""
+    """Save ``cfg.n_frames`` frames and their index (or continue a killed run); returns the
+    finished run."""
+    cfg, resumed = resolve_config(cfg)
     teacher_run = None
     if cfg.teacher is not None:
         teacher_run = resolve_run(cfg.teacher, TEACHER_STAGE, cfg.runs_dir)
@@ -114,30 +128,38 @@ def run(cfg: FramesConfig) -> Run:
         raise UserError(f"--ground-truth needs a game OCAtari knows; {env_id} is not one")
     if teacher_run is not None and cfg.env and env_id != teacher_run.env_id:
         raise UserError(f"--env {env_id} does not match the teacher's env {teacher_run.env_id}")
-    run_ = _prepare_out(cfg, env_id)
+    run_ = _prepare_out(cfg, env_id) if resumed is None else resumed
+    run_.manifest["status"] = "running"
+    progress = read_json(run_.path / PROGRESS) if (run_.path / PROGRESS).is_file() else None
     with run_.failing():
         if teacher_run is not None:
             run_.add_input("teacher_model", teacher_run.path / "model.zip")
             run_.manifest["teacher_run"] = str(teacher_run.path)
-        seed_everything(cfg.seed)
         env_kwargs = dict(native_frames=True, ground_truth=cfg.ground_truth, clip_reward=False)
+        model = None
         if cfg.policy == "teacher":
             model = load_teacher(teacher_run, resolve_device(cfg.device))
-            venv = teacher_env(teacher_run, cfg.seed, **env_kwargs)
-        else:
-            model = None
-            venv = make_vec_env(env_id, 1, cfg.seed, frame_stack=1, **env_kwargs)
-        rng = np.random.default_rng(cfg.seed)
+        n_actions = env_info(env_id)["n_actions"]
 
-        def act(obs: np.ndarray, info: dict[str, Any]) -> int:
+        def make_venv(k: int) -> Any:
+            if model is not None:
+                return teacher_env(teacher_run, cfg.seed + k, **env_kwargs)
+            return make_vec_env(env_id, 1, cfg.seed + k, frame_stack=1, **env_kwargs)
+
+        def make_actor(k: int) -> Callable[[np.ndarray, dict[str, Any]], int]:
+            seed_everything(cfg.seed + k)
+            rng = np.random.default_rng(cfg.seed + k)
             if model is None:
-                return int(rng.integers(venv.action_space.n))
-            return int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
+                return lambda obs, info: int(rng.integers(n_actions))
+            return lambda obs, info: int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
 
-        try:
-            counts, episodes = _write_frames(cfg, rollout(venv, act), run_.path)
-        finally:
-            venv.close()
+        if progress:
+            print(f"[frames] resuming {run_.path} after game {progress['games']} "
+                  f"({progress['saved']} frames kept)")
+        first = progress["games"] if progress else 0
+        counts, episodes = _write_frames(cfg, games(make_venv, make_actor, first), run_.path,
+                                         progress)
+        (run_.path / PROGRESS).unlink(missing_ok=True)
         run_.add_output(run_.path / INDEX)
         frame_shape = list(read_png(run_.path / read_index(run_.path)[0]["file"]).shape)
         run_.manifest.update(frame_shape=frame_shape, ground_truth=cfg.ground_truth,
@@ -148,31 +170,43 @@ def run(cfg: FramesConfig) -> Run:
     return run_
 
 
-def _write_frames(cfg: FramesConfig, steps: Iterator[Transition], out: Path
-                  ) -> tuple[dict[str, int], int]:
-    """Write PNGs and the index as play goes; the index appears whole, by a rename, at the end."""
-    counts = dict.fromkeys(SPLITS, 0)
+def _write_frames(cfg: FramesConfig, steps: Iterator[Transition], out: Path,
+                  progress: dict[str, Any] | None = None) -> tuple[dict[str, int], int]:
+    """Write PNGs and the index as play goes, marking progress after every whole game; the
+    index appears whole, by a rename, at the end."""
+    counts = dict(progress["counts"]) if progress else dict.fromkeys(SPLITS, 0)
     partial = out / f".{INDEX}.partial"
-    saved, episodes = 0, 0
-    with open(partial, "w") as index, tqdm(total=cfg.n_frames, disable=not cfg.progress,
-                                           desc="frames") as bar:
+    saved = progress["saved"] if progress else 0
+    episodes = progress["games"] if progress else 0
+    with open(partial, "r+" if progress else "w") as index, \
+            tqdm(total=cfg.n_frames, initial=saved, disable=not cfg.progress,
+                 desc="frames") as bar:
+        if progress:
+            index.truncate(progress["index_bytes"])
+            index.seek(progress["index_bytes"])
         for t in steps:
             if saved >= cfg.n_frames:
                 break
-            if t.step % cfg.every:
-                continue
-            split = split_of(saved, cfg.n_frames, cfg.splits)
-            fname = f"{split}/{saved:06d}.png"
-            atomic_write_bytes(out / fname, encode_png(t.info["native_frame"]))
-            record = {"file": fname, "split": split, "episode": t.episode, "step": t.step,
-                      "action": t.action, "reward": t.reward, "lives": t.info.get("lives")}
-            if cfg.ground_truth:
-                record["objects"] = t.info["objects"]
-            index.write(json.dumps(record) + "\n")
-            counts[split] += 1
-            saved += 1
-            episodes = t.episode + 1
-            bar.update(1)
+            if t.step % cfg.every == 0:
+                split = split_of(saved, cfg.n_frames, cfg.splits)
+                fname = f"{split}/{saved:06d}.png"
+                atomic_write_bytes(out / fname, encode_png(t.info["native_frame"]))
+                record = {"file": fname, "split": split, "episode": t.episode, "step": t.step,
+                          "action": t.action, "reward": t.reward,
+                          "lives": t.info.get("lives")}
+                if cfg.ground_truth:
+                    record["objects"] = t.info["objects"]
+                index.write(json.dumps(record) + "\n")
+                counts[split] += 1
+                saved += 1
+                episodes = t.episode + 1
+                bar.update(1)
+            if t.game_over:
+                index.flush()
+                os.fsync(index.fileno())
+                atomic_write_json(out / PROGRESS, {"games": t.episode + 1, "saved": saved,
+                                                   "counts": counts,
+                                                   "index_bytes": index.tell()})
     os.replace(partial, out / INDEX)
     return counts, episodes
 

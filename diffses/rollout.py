@@ -7,6 +7,7 @@ not lost lives.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -45,3 +46,23 @@ def rollout(venv: VecEnv, policy: Callable[[np.ndarray, dict[str, Any]], int]
             info = reset_info(venv, 0)
         if game_over:
             episode, step = episode + 1, 0
+
+
+def games(make_venv: Callable[[int], VecEnv],
+          make_actor: Callable[[int], Callable[[np.ndarray, dict[str, Any]], int]],
+          first: int = 0) -> Iterator[Transition]:
+    """Game after game from game ``first`` on (the caller stops), game k in its own env
+    ``make_venv(k)`` played by ``make_actor(k)``: seeding both by k lets a long run resume at
+    any game boundary exactly."""
+    k = first
+    while True:
+        actor = make_actor(k)
+        venv = make_venv(k)
+        try:
+            for t in rollout(venv, actor):
+                yield dataclasses.replace(t, episode=k)
+                if t.game_over:
+                    break
+        finally:
+            venv.close()
+        k += 1

@@ -40,3 +40,20 @@ def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.Complet
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def kill_when(script: str, args: list[str], marker: Path, pattern: str,
+              timeout: float = 120) -> None:
+    """Run a top-level script and SIGKILL it as soon as a file matching ``pattern`` appears
+    under ``marker`` (e.g. a run's progress file)."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.time() + timeout
+    while not list(marker.glob(pattern)):
+        assert proc.poll() is None and time.time() < deadline, f"{script} ended before {pattern}"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

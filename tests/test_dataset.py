@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import kill_when, run_cli
 from diffses.dataset import DatasetConfig, run
 from diffses.errors import UserError
 from diffses.io import JsonListWriter
@@ -136,25 +136,12 @@ def test_a_student_of_another_game_is_refused(teacher_run, tmp_path):
 def test_a_killed_build_resumes_to_the_same_dataset(teacher_run, tmp_path):
     """kill -9 after the first whole game; --resume keeps its records and writes the rest,
     byte for byte what an uninterrupted build of the same seed writes."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from conftest import ROOT
     args = ["--teacher", str(teacher_run.path), "--episodes", "2", "--seed", "5",
             "--no-progress", "--device", "cpu", "--batch", "16"]
     whole = run_cli("build_dataset.py", *args, "--runs-dir", str(tmp_path / "a"))
     assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen([sys.executable, str(ROOT / "build_dataset.py"), *args,
-                             "--runs-dir", str(tmp_path / "b")], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "b").glob("dataset/*/progress.json")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when("build_dataset.py", [*args, "--runs-dir", str(tmp_path / "b")], tmp_path / "b",
+              "dataset/*/progress.json")
     (folder,) = (tmp_path / "b" / "dataset").iterdir()
     assert (folder / "progress.json").is_file() and not (folder / "dataset.json").exists()
     kept = json.loads((folder / "progress.json").read_text())["writer"]["count"]

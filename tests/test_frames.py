@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import kill_when, run_cli
 from diffses.envs import make_vec_env, screen
 from diffses.errors import UserError
 from diffses.frames import FramesConfig, read_index, read_png, run, split_of
@@ -98,3 +98,28 @@ def test_bad_arguments_are_refused():
 def test_splits_are_contiguous_blocks():
     names = [split_of(i, 10, (0.8, 0.1, 0.1)) for i in range(10)]
     assert names == ["train"] * 8 + ["validation", "test"]
+
+
+def test_a_killed_run_resumes_to_the_same_frames(teacher_run, tmp_path):
+    """kill -9 after the first whole game; --resume writes the same frames and index as an
+    uninterrupted run of the same seed."""
+    args = ["--teacher", str(teacher_run.path), "-n", "240", "--every", "4", "--seed", "2",
+            "--no-progress", "--device", "cpu"]
+    whole = run_cli("save_frames.py", *args, "--runs-dir", str(tmp_path / "a"))
+    assert whole.returncode == 0, whole.stderr
+    kill_when("save_frames.py", [*args, "--runs-dir", str(tmp_path / "b")], tmp_path / "b",
+              "frames/*/progress.json")
+    (folder,) = (tmp_path / "b" / "frames").iterdir()
+    assert not (folder / "frames.jsonl").exists()
+    resumed = run_cli("save_frames.py", "--resume", str(folder), "--runs-dir",
+                      str(tmp_path / "b"), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "frames kept" in resumed.stdout
+    (done,) = (tmp_path / "a" / "frames").iterdir()
+    index = (done / "frames.jsonl").read_text()
+    assert (folder / "frames.jsonl").read_text() == index
+    records = read_index(done)
+    assert len(records) == 240 and len({r["episode"] for r in records}) >= 2
+    for r in records[::37]:
+        assert (folder / r["file"]).read_bytes() == (done / r["file"]).read_bytes()
+    assert not (folder / "progress.json").exists()
