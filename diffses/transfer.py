@@ -170,7 +170,8 @@ def symbolic_agent(cfg: TransferConfig, policy: SymbolicPolicy, path: Path, sour
 
 def drop_table(table: dict[str, dict[str, Any]], agents: list[str]) -> dict[str, Any]:
     """Per target and agent: drop from the source, normalised by the room above random play
-    on the source, and (symbolic agents) the ratio of that to the teacher's."""
+    on the source (none for an agent no better than random there), and (symbolic agents)
+    the ratio of that to the teacher's."""
     source = table["source"]
     out: dict[str, Any] = {}
     for target, row in table.items():
@@ -181,7 +182,7 @@ def drop_table(table: dict[str, dict[str, Any]], agents: list[str]) -> dict[str,
             drop = source[agent]["mean"] - row[agent]["mean"]
             room = source[agent]["mean"] - source["random"]["mean"]
             out[target][agent] = {"drop": drop,
-                                  "normalised_drop": drop / room if abs(room) > 1e-9 else None}
+                                  "normalised_drop": drop / room if room > 1e-9 else None}
         teacher = out[target][agents[0]]["normalised_drop"]
         for agent in agents[1:]:
             mine = out[target][agent]["normalised_drop"]
