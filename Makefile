@@ -63,7 +63,7 @@ figures: $(STAMP)
 	$(PY) make_figures.py --runs-dir $(RUNS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
 
 # Two Optuna workers and a killed one on a PostgreSQL server started in a temporary folder.
 test-postgres: $(STAMP)

@@ -35,6 +35,16 @@ def teacher_run(tmp_path_factory):
     return train_teacher(tiny_teacher_config(runs))
 
 
+@pytest.fixture(scope="session")
+def short_games_teacher(tmp_path_factory):
+    """A finished 128-step Breakout teacher: its games last a few hundred steps, where a
+    Pong game lasts a thousand, for tests that need several whole games."""
+    runs = tmp_path_factory.mktemp("runs")
+    return train_teacher(tiny_teacher_config(runs, env="BreakoutNoFrameskip-v4",
+                                             n_timesteps=128, eval_freq=0,
+                                             final_eval_episodes=0))
+
+
 def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run one of the top-level scripts as a user would, capturing its output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

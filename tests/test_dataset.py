@@ -133,10 +133,10 @@ def test_a_student_of_another_game_is_refused(teacher_run, tmp_path):
                           progress=False, device="cpu", student=str(path)))
 
 
-def test_a_killed_build_resumes_to_the_same_dataset(teacher_run, tmp_path):
+def test_a_killed_build_resumes_to_the_same_dataset(short_games_teacher, tmp_path):
     """kill -9 after the first whole game; --resume keeps its records and writes the rest,
     byte for byte what an uninterrupted build of the same seed writes."""
-    args = ["--teacher", str(teacher_run.path), "--episodes", "2", "--seed", "5",
+    args = ["--teacher", str(short_games_teacher.path), "--episodes", "3", "--seed", "5",
             "--no-progress", "--device", "cpu", "--batch", "16"]
     whole = run_cli("build_dataset.py", *args, "--runs-dir", str(tmp_path / "a"))
     assert whole.returncode == 0, whole.stderr

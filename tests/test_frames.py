@@ -100,10 +100,10 @@ def test_splits_are_contiguous_blocks():
     assert names == ["train"] * 8 + ["validation", "test"]
 
 
-def test_a_killed_run_resumes_to_the_same_frames(teacher_run, tmp_path):
+def test_a_killed_run_resumes_to_the_same_frames(short_games_teacher, tmp_path):
     """kill -9 after the first whole game; --resume writes the same frames and index as an
     uninterrupted run of the same seed."""
-    args = ["--teacher", str(teacher_run.path), "-n", "240", "--every", "4", "--seed", "2",
+    args = ["--teacher", str(short_games_teacher.path), "-n", "120", "--every", "2", "--seed", "2",
             "--no-progress", "--device", "cpu"]
     whole = run_cli("save_frames.py", *args, "--runs-dir", str(tmp_path / "a"))
     assert whole.returncode == 0, whole.stderr
@@ -119,7 +119,7 @@ def test_a_killed_run_resumes_to_the_same_frames(teacher_run, tmp_path):
     index = (done / "frames.jsonl").read_text()
     assert (folder / "frames.jsonl").read_text() == index
     records = read_index(done)
-    assert len(records) == 240 and len({r["episode"] for r in records}) >= 2
+    assert len(records) == 120 and len({r["episode"] for r in records}) >= 2
     for r in records[::37]:
         assert (folder / r["file"]).read_bytes() == (done / r["file"]).read_bytes()
     assert not (folder / "progress.json").exists()
