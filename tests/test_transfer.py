@@ -72,3 +72,21 @@ def test_transfer_cli_refuses_another_games_actions(teacher_run, tmp_path):
                    "game=BreakoutNoFrameskip-v4", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "has 4 actions" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_mode_and_difficulty_targets_change_the_emulators_game():
+    def ram_after(**kwargs) -> tuple:
+        env = make_env("PongNoFrameskip-v4", **kwargs)
+        env.reset(seed=1)
+        for _ in range(150):
+            env.step(2)
+        base = env.unwrapped
+        out = (base._game_mode, base._game_difficulty, base.ale.getRAM().tobytes())
+        env.close()
+        return out
+    default = ram_after()
+    for text, expected in (("mode=1", (1, None)), ("difficulty=2", (None, 2))):
+        kwargs = parse_target(text, "PongNoFrameskip-v4").env_kwargs()
+        assert kwargs.pop("env_id") == "PongNoFrameskip-v4"
+        mode, difficulty, ram = ram_after(**kwargs)
+        assert (mode, difficulty) == expected and ram != default[2]
