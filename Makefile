@@ -58,9 +58,10 @@ results: $(STAMP)
 results-quick: $(STAMP)
 	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) --runs-dir $(RUNS) --quick
 
-# Every figure from the newest results and transfer runs and the shipped teachers.
+# Every figure from the newest results and transfer runs and the shipped teachers
+# (FIGURES_ARGS="--docs --video-policy RUN" also refreshes docs/figures and films a policy).
 figures: $(STAMP)
-	$(PY) make_figures.py --runs-dir $(RUNS)
+	$(PY) make_figures.py --runs-dir $(RUNS) $(FIGURES_ARGS)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests

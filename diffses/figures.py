@@ -18,7 +18,8 @@ from diffses.cli import arg
 from diffses.curves import plot_learning_curves
 from diffses.errors import UserError
 from diffses.policy import POLICY, SymbolicPolicy
-from diffses.runs import Run, env_slug, resolve_run
+from diffses.envs import resolve_env
+from diffses.runs import Run, resolve_run
 from diffses.transfer import chart as transfer_chart
 
 STAGE = "figures"
@@ -36,6 +37,10 @@ class FiguresConfig:
     results: str | None = arg("latest", "results run folder or 'latest' (none: skipped)")
     transfer: str | None = arg("latest", "transfer run folder or 'latest' (none: skipped)")
     space_eval: str | None = arg(None, "folder of a SPACE evaluation (its box grid PNG)")
+    video_policy: str | None = arg(None, "a symbolic policy (run or policy.json) to film: one "
+                                         "game beside its teacher, as <game>_symbolic.gif")
+    video_seed: int = arg(5000, "seed of the filmed game")
+    video_steps: int = arg(240, "agent steps filmed")
     docs: bool = arg(False, "also copy the figures to docs/figures/")
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("figures", "run name, part of the run folder's name")
@@ -137,6 +142,26 @@ def _run_or_none(ref: str | None, stage: str, runs_dir: str) -> Run | None:
         raise
 
 
+def film(cfg: FiguresConfig, folder: Path) -> Path:
+    """One game of ``cfg.video_policy`` beside its teacher, as a GIF."""
+    from diffses.detection import load_detector
+    from diffses.perception import Perception
+    from diffses.play import load_policy
+    from diffses.teacher import load_teacher
+    from diffses.video import record
+    policy, path = load_policy(cfg.video_policy, cfg.runs_dir)
+    teacher_ref, detector_ref = (policy.provenance.get(k) for k in ("teacher_run", "detector"))
+    if not teacher_ref or not detector_ref:
+        raise UserError(f"policy {path} does not name its teacher and detector")
+    teacher = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
+    detector = load_detector(detector_ref, env_id=teacher.env_id, runs_dir=cfg.runs_dir,
+                             device="cpu")
+    target = folder / f"{resolve_env(teacher.env_id).game.lower()}_symbolic.gif"
+    video, _, _ = record(policy, Perception(detector), teacher, cfg.video_seed, target,
+                         cfg.video_steps, load_teacher(teacher, "cpu"))
+    return video
+
+
 def run(cfg: FiguresConfig) -> Run:
     """Draw every figure the inputs allow; returns the run folder holding them."""
     run_ = Run.create(cfg.runs_dir, STAGE, "all", cfg.name, 0, cfg)
@@ -144,7 +169,7 @@ def run(cfg: FiguresConfig) -> Run:
     with run_.failing():
         for ref in cfg.teachers:
             teacher = resolve_run(ref, "teacher", cfg.runs_dir)
-            target = run_.path / f"teacher_{env_slug(teacher.env_id)}.png"
+            target = run_.path / f"teacher_{resolve_env(teacher.env_id).game.lower()}.png"
             if (teacher.path / "learning_curve.png").is_file():
                 made.append(Path(shutil.copyfile(teacher.path / "learning_curve.png", target)))
                 continue
@@ -169,6 +194,8 @@ def run(cfg: FiguresConfig) -> Run:
             if not grids:
                 raise UserError(f"--space-eval {cfg.space_eval} holds no PNG")
             made += [Path(shutil.copyfile(g, run_.path / f"space_{g.name}")) for g in grids]
+        if cfg.video_policy:
+            made.append(film(cfg, run_.path))
         for path in made:
             run_.add_output(path)
             if cfg.docs:
