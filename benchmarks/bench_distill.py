@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from diffses.distill import DistillConfig, distil, play_metrics, resolve_dataset, split_episodes  # noqa: E402,E501
+from diffses.distill import DistillConfig, decision_tree_policy, distil, play_metrics, resolve_dataset, split_episodes  # noqa: E402,E501
 from diffses.schema import Dataset  # noqa: E402
 from planted import RULES, rule_dataset  # noqa: E402
 from see.tree import from_gplearn, logits  # noqa: E402
@@ -72,7 +72,6 @@ def score(name: str, predict, size: int, seconds: float, X: np.ndarray, actions:
 
 def compare(data: Dataset, held_out: Dataset | None, cfg: DistillConfig) -> dict:
     """All rows on one dataset; scored on ``held_out`` when given, else on validation."""
-    from sklearn.tree import DecisionTreeClassifier
     t0 = time.perf_counter()
     policy, metrics = distil(cfg, data)
     ours_s = time.perf_counter() - t0
@@ -96,12 +95,10 @@ def compare(data: Dataset, held_out: Dataset | None, cfg: DistillConfig) -> dict
     rows.append(score("plain gplearn one-vs-rest",
                       lambda X: np.argmax(logits(plain, X), axis=1),
                       sum(len(t) for t in plain), time.perf_counter() - t0, X_eval, a_eval, n))
-    leaves = max(2, (sum(metrics["tree_sizes"]) + 1) // 2)
     t0 = time.perf_counter()
-    dt = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=0).fit(split.X_train,
-                                                                          split.a_train)
-    rows.append(score("decision tree, same size", dt.predict, dt.tree_.node_count,
-                      time.perf_counter() - t0, X_eval, a_eval, n))
+    dt, dt_nodes = decision_tree_policy(policy, split, 0)
+    rows.append(score("decision tree, same size", dt.act, dt_nodes, time.perf_counter() - t0,
+                      X_eval, a_eval, n))
     majority = int(np.bincount(split.a_train).argmax())
     rows.append(score("majority action", lambda X: np.full(len(X), majority), 1, 0.0,
                       X_eval, a_eval, n))

@@ -1,10 +1,11 @@
-"""Learning curves read from a run's TensorBoard logs and drawn with matplotlib."""
+"""Learning curves read from a run's TensorBoard logs and drawn with matplotlib, and the
+one way every figure of the project is written."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -13,6 +14,25 @@ from diffses.io import atomic_save
 
 TRAIN_TAG = "rollout/ep_rew_mean"
 EVAL_TAG = "eval/mean_reward"
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, formats: Sequence[str] = ("png",),
+                dpi: int = 110) -> list[Path]:
+    """Write ``fig`` atomically as ``path`` in each format (suffix replaced) and close it."""
+    try:
+        return [atomic_save(Path(path).with_suffix(f".{fmt}"),
+                            lambda buf, fmt=fmt: fig.savefig(buf, format=fmt, dpi=dpi))
+                for fmt in formats]
+    finally:
+        pyplot().close(fig)
 
 
 @dataclass(frozen=True)
@@ -45,10 +65,7 @@ def read_curve(run_path: str | Path, tag: str = TRAIN_TAG) -> Curve:
 def plot_learning_curves(runs: Sequence[tuple[str, str | Path]], out: str | Path,
                          title: str = "") -> Path:
     """Return vs agent steps and vs wall-clock minutes for each (label, run folder); PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (by_steps, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, (by_steps, by_time) = pyplot().subplots(1, 2, figsize=(11, 4), sharey=True)
     for label, path in runs:
         train = read_curve(path, TRAIN_TAG)
         line, = by_steps.plot([s / 1e6 for s in train.steps], train.values, label=label)
@@ -71,7 +88,4 @@ def plot_learning_curves(runs: Sequence[tuple[str, str | Path]], out: str | Path
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return atomic_save(out, lambda buf: fig.savefig(buf, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, out, dpi=100)[0]

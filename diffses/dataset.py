@@ -118,11 +118,6 @@ def run(cfg: DatasetConfig) -> Run:
         run_.manifest.update(teacher_run=str(teacher_run.path), detector=detector.name)
         model = load_teacher(teacher_run, device)
 
-        def make_actor() -> Callable[[np.ndarray, dict[str, Any]], int]:
-            if student is not None:
-                return SymbolicAgent(student, Perception(detector, cfg.gate, cfg.max_missing))
-            return lambda obs, info: int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
-
         student, student_path = None, None
         if cfg.student is not None:
             student, student_path = load_policy(cfg.student, cfg.runs_dir)
@@ -131,14 +126,17 @@ def run(cfg: DatasetConfig) -> Run:
                                 f"{env_id}")
             run_.add_input("student", student_path)
 
+        def game_actor(k: int) -> Callable[[np.ndarray, dict[str, Any]], int]:
+            """Who plays game k (seeded k): the student, else the teacher."""
+            seed_everything(cfg.seed + k)
+            if student is not None:
+                return SymbolicAgent(student, Perception(detector, cfg.gate, cfg.max_missing))
+            return lambda obs, info: int(model.predict(obs, deterministic=cfg.deterministic)[0][0])
+
         first = progress["episodes"] if progress else 0
         if progress:
             print(f"[dataset] resuming {run_.path} after game {first} "
                   f"({progress['writer']['count']} records kept)")
-        def game_actor(k: int) -> Callable[[np.ndarray, dict[str, Any]], int]:
-            seed_everything(cfg.seed + k)
-            return make_actor()
-
         steps = games(lambda k: teacher_env(teacher_run, cfg.seed + k, clip_reward=False,
                                             **perception.env_kwargs), game_actor, first)
         stats = _write(cfg, steps, model, perception, run_, facts["n_actions"], progress)

@@ -324,6 +324,35 @@ def distil(cfg: DistillConfig, data: Dataset,
     return policy, metrics
 
 
+def tree_forest(model: Any, n_actions: int) -> list[list[dict]]:
+    """A fitted sklearn decision tree as one symbolic tree per action (nested ``ite`` on
+    ``x - threshold``, leaves the log of the leaf's class share), so it plays and is sized
+    like a distilled forest."""
+    t = model.tree_
+    classes = list(model.classes_)
+
+    def build(node: int, a: int) -> list[dict]:
+        if t.children_left[node] < 0:
+            share = t.value[node][0] / t.value[node][0].sum()
+            p = share[classes.index(a)] if a in classes else 0.0
+            return [{"c": float(np.log(max(p, 1e-6)))}]
+        return [{"f": "ite"}, {"f": "sub"}, {"x": int(t.feature[node])},
+                {"c": float(t.threshold[node])}, *build(t.children_right[node], a),
+                *build(t.children_left[node], a)]
+    return [build(0, a) for a in range(n_actions)]
+
+
+def decision_tree_policy(policy: SymbolicPolicy, split: Split, seed: int
+                         ) -> tuple[SymbolicPolicy, int]:
+    """The VIPER-style baseline: a decision tree with about as many nodes as ``policy``'s
+    forest, fitted on the same training records; returns it as a policy and its node count."""
+    from sklearn.tree import DecisionTreeClassifier
+    leaves = max(2, (sum(len(t) for t in policy.trees) + 1) // 2)
+    model = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=seed).fit(
+        split.X_train, split.a_train)
+    return policy.with_trees(tree_forest(model, policy.n_actions)), int(model.tree_.node_count)
+
+
 def resolve_dataset(ref: str, runs_dir: str) -> tuple[Dataset, Run | None]:
     """A dataset run folder or ``latest`` (with its run), or a dataset file."""
     path = Path(ref)

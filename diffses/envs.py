@@ -236,11 +236,12 @@ class FrameInfo(gym.Wrapper):
         super().__init__(env)
         self.native_frames = native_frames
         self.ram_objects = RamObjects(ocatari) if ocatari else None
+        self.shifted = _find(env, ShiftFrames)   # the picture the agents see, when changed
 
     def _annotate(self, info: dict[str, Any]) -> dict[str, Any]:
         if self.native_frames:
-            shifted = _find(self.env, ShiftFrames)
-            info["native_frame"] = screen(self.env) if shifted is None else shifted.last.copy()
+            info["native_frame"] = (screen(self.env) if self.shifted is None
+                                    else self.shifted.last.copy())
         if self.ram_objects is not None:
             info["objects"] = self.ram_objects.read(self.env.unwrapped.ale)
         return info

@@ -15,12 +15,16 @@ from typing import Any
 import numpy as np
 
 from diffses.cli import arg
-from diffses.curves import plot_learning_curves
-from diffses.errors import UserError
-from diffses.policy import POLICY, SymbolicPolicy
+from diffses.curves import plot_learning_curves, pyplot, save_figure
 from diffses.envs import resolve_env
+from diffses.errors import UserError
+from diffses.perception import Perception
+from diffses.play import load_player
+from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
+from diffses.teacher import load_teacher
 from diffses.transfer import chart as transfer_chart
+from diffses.video import record
 
 STAGE = "figures"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "figures"
@@ -46,29 +50,9 @@ class FiguresConfig:
     name: str = arg("figures", "run name, part of the run folder's name")
 
 
-def _pyplot() -> Any:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig: Any, path: Path) -> list[Path]:
-    """PNG and SVG of a figure, each written whole."""
-    out = []
-    for suffix in (".png", ".svg"):
-        target = path.with_suffix(suffix)
-        tmp = target.with_name(target.stem + ".partial" + suffix)
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(target)
-        out.append(target)
-    _pyplot().close(fig)
-    return out
-
-
 def returns_chart(result: dict[str, Any], path: Path) -> list[Path]:
     """Mean return ± std of every row of a results table, one bar each."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = result["rows"]
     labels = [f"{r['method']} [{r['perception']}]" for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.2))
@@ -79,7 +63,7 @@ def returns_chart(result: dict[str, Any], path: Path) -> list[Path]:
     ax.set_xlabel(f"return, {len(result['eval_seeds'])} seeded games per seed")
     ax.set_title(result["env_id"])
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, ("png", "svg"))
 
 
 def finetune_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
@@ -89,7 +73,7 @@ def finetune_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
             if (Path(p) / "history.json").is_file()]
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ret, agree) = plt.subplots(1, 2, figsize=(11, 4))
     for method, perception, folder in runs:
         history = json.loads((folder / "history.json").read_text())["history"]
@@ -105,7 +89,7 @@ def finetune_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
     agree.set_ylabel("agreement with the teacher (online)")
     ret.legend(fontsize=6)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, ("png", "svg"))
 
 
 def sizes_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
@@ -115,7 +99,7 @@ def sizes_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
                 for p in r["runs"] if (Path(p) / POLICY).is_file()]
     if not policies:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     meanings = policies[0][1].action_meanings
     width = 0.8 / len(policies)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(meanings), 3.4))
@@ -127,7 +111,7 @@ def sizes_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
     ax.set_title("formula size per action")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, ("png", "svg"))
 
 
 def _run_or_none(ref: str | None, stage: str, runs_dir: str) -> Run | None:
@@ -144,18 +128,7 @@ def _run_or_none(ref: str | None, stage: str, runs_dir: str) -> Run | None:
 
 def film(cfg: FiguresConfig, folder: Path) -> Path:
     """One game of ``cfg.video_policy`` beside its teacher, as a GIF."""
-    from diffses.detection import load_detector
-    from diffses.perception import Perception
-    from diffses.play import load_policy
-    from diffses.teacher import load_teacher
-    from diffses.video import record
-    policy, path = load_policy(cfg.video_policy, cfg.runs_dir)
-    teacher_ref, detector_ref = (policy.provenance.get(k) for k in ("teacher_run", "detector"))
-    if not teacher_ref or not detector_ref:
-        raise UserError(f"policy {path} does not name its teacher and detector")
-    teacher = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
-    detector = load_detector(detector_ref, env_id=teacher.env_id, runs_dir=cfg.runs_dir,
-                             device="cpu")
+    policy, teacher, detector = load_player(cfg.video_policy, cfg.runs_dir)
     target = folder / f"{resolve_env(teacher.env_id).game.lower()}_symbolic.gif"
     video, _, _ = record(policy, Perception(detector), teacher, cfg.video_seed, target,
                          cfg.video_steps, load_teacher(teacher, "cpu"))

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from diffses.detection import Detector, load_detector
 from diffses.errors import UserError
 from diffses.perception import Perception
 from diffses.policy import POLICY, SymbolicPolicy
@@ -23,16 +24,17 @@ class SymbolicAgent:
     def __init__(self, policy: SymbolicPolicy, perception: Perception):
         self.policy, self.perception = policy, perception
         self._episode_start = True
+        self.state: list[dict[str, Any]] = []   # the objects perceived at the latest step
 
     def reset(self) -> None:
         self._episode_start = True
 
     def features(self, info: dict[str, Any]) -> np.ndarray:
         """This step's feature vector (F,), tracking from the previous step."""
-        state = self.perception.observe(info["native_frame"][None], [info],
-                                        [self._episode_start])[0]
+        self.state = self.perception.observe(info["native_frame"][None], [info],
+                                             [self._episode_start])[0]
         self._episode_start = False
-        return self.policy.layout.vector(state)
+        return self.policy.layout.vector(self.state)
 
     def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
         return int(self.policy.act(self.features(info)[None])[0])
@@ -55,6 +57,21 @@ def load_policy(ref: str, runs_dir: str) -> tuple[SymbolicPolicy, Path]:
                                     f"distill or finetune run")
             path = path / POLICY
     return SymbolicPolicy.load(path), path
+
+
+def load_player(ref: str, runs_dir: str, teacher: str | None = None,
+                detector: str | None = None) -> tuple[SymbolicPolicy, Run, Detector]:
+    """A policy with the teacher run and the detector it plays with: ``teacher`` and
+    ``detector`` when given, else the ones its provenance names."""
+    policy, path = load_policy(ref, runs_dir)
+    teacher = teacher or policy.provenance.get("teacher_run")
+    detector = detector or policy.provenance.get("detector")
+    if not teacher or not detector:
+        raise UserError(f"policy {path} does not name its teacher and detector; pass "
+                        f"--teacher and --detector")
+    teacher_run = resolve_run(teacher, "teacher", runs_dir)
+    return policy, teacher_run, load_detector(detector, env_id=teacher_run.env_id,
+                                              runs_dir=runs_dir, device="cpu")
 
 
 def play_episodes(teacher_run: Run, seeds: Sequence[int],

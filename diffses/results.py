@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,7 @@ import yaml
 
 from diffses import dataset, distill, finetune, tune
 from diffses.cli import arg
-from diffses.detection import load_detector
+from diffses.detection import Detector, load_detector
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.io import atomic_write_text
@@ -33,7 +33,7 @@ from diffses.perception import Perception
 from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, jsonable, resolve_run
-from diffses.schema import DATASET, load_dataset
+from diffses.schema import DATASET, Dataset, load_dataset
 from diffses.teacher import load_teacher
 
 STAGE = "results"
@@ -108,50 +108,23 @@ class Row:
 
     perception: str
     method: str
-    returns: list[float]
-    seed_means: list[float]
-    agreement: float | None
-    nodes_per_tree: float | None
-    env_steps: int
-    seconds: float
-    runs: list[str]
+    returns: list[float] = field(default_factory=list)
+    seed_means: list[float] = field(default_factory=list)
+    agreements: list[float] = field(default_factory=list)
+    nodes: list[float] = field(default_factory=list)
+    env_steps: int = 0
+    seconds: float = 0.0
+    runs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        def mean(values: list[float]) -> float | None:
+            return float(np.mean(values)) if values else None
         return {"perception": self.perception, "method": self.method,
                 "mean": float(np.mean(self.returns)), "std": float(np.std(self.returns)),
                 "seed_mean_std": float(np.std(self.seed_means)), "returns": self.returns,
-                "seed_means": self.seed_means, "agreement": self.agreement,
-                "nodes_per_tree": self.nodes_per_tree, "env_steps": self.env_steps,
+                "seed_means": self.seed_means, "agreement": mean(self.agreements),
+                "nodes_per_tree": mean(self.nodes), "env_steps": self.env_steps,
                 "seconds": round(self.seconds, 1), "runs": self.runs}
-
-
-def tree_forest(model: Any, n_actions: int) -> list[list[dict]]:
-    """A fitted sklearn decision tree as one symbolic tree per action (nested ``ite`` on
-    ``x - threshold``, leaves the log of the leaf's class share), so it plays and is sized
-    like a distilled forest."""
-    t = model.tree_
-    classes = list(model.classes_)
-
-    def build(node: int, a: int) -> list[dict]:
-        if t.children_left[node] < 0:
-            share = t.value[node][0] / t.value[node][0].sum()
-            p = share[classes.index(a)] if a in classes else 0.0
-            return [{"c": float(np.log(max(p, 1e-6)))}]
-        return [{"f": "ite"}, {"f": "sub"}, {"x": int(t.feature[node])},
-                {"c": float(t.threshold[node])}, *build(t.children_right[node], a),
-                *build(t.children_left[node], a)]
-    return [build(0, a) for a in range(n_actions)]
-
-
-def decision_tree_policy(policy: SymbolicPolicy, split: distill.Split, seed: int
-                         ) -> tuple[SymbolicPolicy, int]:
-    """The VIPER-style baseline: a decision tree with about as many nodes as ``policy``'s
-    forest, fitted on the same training records; returns it as a policy and its node count."""
-    from sklearn.tree import DecisionTreeClassifier
-    leaves = max(2, (sum(len(t) for t in policy.trees) + 1) // 2)
-    model = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=seed).fit(
-        split.X_train, split.a_train)
-    return policy.with_trees(tree_forest(model, policy.n_actions)), int(model.tree_.node_count)
 
 
 class Table:
@@ -169,15 +142,13 @@ class Table:
     def add(self, perception: str, method: str, returns: list[float],
             agreement: float | None, nodes: float | None, env_steps: int, seconds: float,
             run_path: str | None) -> None:
-        row = self.rows.setdefault((perception, method), Row(
-            perception, method, [], [], None, None, 0, 0.0, []))
-        n = len(row.seed_means)
+        row = self.rows.setdefault((perception, method), Row(perception, method))
         row.returns += returns
         row.seed_means.append(float(np.mean(returns)))
         if agreement is not None:
-            row.agreement = ((row.agreement or 0.0) * n + agreement) / (n + 1)
+            row.agreements.append(agreement)
         if nodes is not None:
-            row.nodes_per_tree = ((row.nodes_per_tree or 0.0) * n + nodes) / (n + 1)
+            row.nodes.append(nodes)
         row.env_steps += env_steps
         row.seconds += seconds
         if run_path:
@@ -200,6 +171,15 @@ def _agreement(policy: SymbolicPolicy, split: distill.Split) -> float:
     return float((policy.act(split.X_val) == split.a_val).mean())
 
 
+def _distil(dcfg: distill.DistillConfig, data: Dataset
+            ) -> tuple[Run, SymbolicPolicy, distill.Split, float]:
+    """Distil (a run folder of its own), and the policy with its train/validation split."""
+    dist_run, seconds = _timed(lambda: distill.run(dcfg))
+    layout = FeatureLayout.for_dataset(data.records, data.meta, dcfg.max_slots)
+    split = distill.split_episodes(data, layout, dcfg.validation_fraction, dcfg.seed)
+    return dist_run, SymbolicPolicy.load(dist_run.path / POLICY), split, seconds
+
+
 def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
     """Budget options of one fine-tuning row: the constants searches get ``finetune_steps``;
     evolve splits them among its constants variations (one per individual and generation
@@ -213,11 +193,10 @@ def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, An
             "p_crossover": round(max(0.0, 0.8 - cfg.p_gradient), 6)}
 
 
-def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: str) -> None:
+def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: str,
+                    detector: Detector) -> None:
     """Every row of one perception: dataset, then per seed distillation, baseline and
     fine-tunings, then the Optuna search."""
-    env_id = table.teacher_run.env_id
-    detector = load_detector(detector_ref, env_id=env_id, runs_dir=cfg.runs_dir, device="cpu")
     perception, label = Perception(detector), Path(detector.name).name
     common = dict(runs_dir=cfg.runs_dir, name=cfg.name)
     data_run, seconds = _timed(lambda: dataset.run(dataset.DatasetConfig(
@@ -230,14 +209,11 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
                                      population_size=cfg.population_size,
                                      restarts=cfg.restarts, **common)
-        dist_run, fit_s = _timed(lambda: distill.run(dcfg))
-        policy = SymbolicPolicy.load(dist_run.path / POLICY)
-        layout = FeatureLayout.for_dataset(data.records, data.meta, dcfg.max_slots)
-        split = distill.split_episodes(data, layout, dcfg.validation_fraction, seed)
+        dist_run, policy, split, fit_s = _distil(dcfg, data)
         table.add(label, "distilled forest (gplearn)", table.play(policy, perception),
                   _agreement(policy, split), _nodes(policy), len(data.records), fit_s,
                   str(dist_run.path))
-        dt, dt_nodes = decision_tree_policy(policy, split, seed)
+        dt, dt_nodes = distill.decision_tree_policy(policy, split, seed)
         table.add(label, "decision tree, same size (VIPER-style)", table.play(dt, perception),
                   _agreement(dt, split), dt_nodes / policy.n_actions, len(data.records), 0.0,
                   None)
@@ -257,7 +233,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         tune_rows(cfg, table, run_, data_path, data, label, perception)
 
 
-def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data: Any,
+def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data: Dataset,
               label: str, perception: Perception) -> None:
     """The Optuna search over distillation for return, and its best options re-distilled."""
     base = run_.path / f"tune_base_{len(run_.manifest.get('tunes', []))}.yaml"
@@ -273,11 +249,7 @@ def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data:
     best = yaml.safe_load((tune_run.path / "best.yaml").read_text())
     best.update(dataset=data_path, seed=cfg.seeds[0], eval_episodes=0, runs_dir=cfg.runs_dir,
                 name=cfg.name)
-    dist_run, fit_s = _timed(lambda: distill.run(distill.DistillConfig(**best)))
-    policy = SymbolicPolicy.load(dist_run.path / POLICY)
-    dcfg = distill.DistillConfig(**best)
-    layout = FeatureLayout.for_dataset(data.records, data.meta, dcfg.max_slots)
-    split = distill.split_episodes(data, layout, dcfg.validation_fraction, cfg.seeds[0])
+    dist_run, policy, split, fit_s = _distil(distill.DistillConfig(**best), data)
     table.add(label, f"distilled, Optuna best of {cfg.tune_trials} (return)",
               table.play(policy, perception), _agreement(policy, split), _nodes(policy),
               len(data.records), tune_s + fit_s, str(dist_run.path))
@@ -305,10 +277,8 @@ def run(cfg: ResultsConfig) -> Run:
     """Every row for every perception; writes results.json and results.md."""
     cfg = cfg.effective()
     teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
-    for ref in cfg.detectors:
-        if ref != "ocatari" and not Path(ref).exists():
-            raise UserError(f"detector {ref} does not exist (pass 'ocatari' or a SPACE "
-                            f"checkpoint or run folder)")
+    detectors = [load_detector(ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
+                               device="cpu") for ref in cfg.detectors]
     run_ = Run.create(cfg.runs_dir, STAGE, teacher_run.env_id, cfg.name, cfg.seeds[0], cfg)
     table = Table(cfg, teacher_run)
     with run_.failing():
@@ -318,8 +288,8 @@ def run(cfg: ResultsConfig) -> Run:
         table.add("pixels", "teacher (pixel PPO)", returns, 1.0, None,
                   int(teacher_run.manifest.get("summary", {}).get("timesteps", 0)), seconds,
                   str(teacher_run.path))
-        for ref in cfg.detectors:
-            perception_rows(cfg, table, run_, ref)
+        for ref, detector in zip(cfg.detectors, detectors):
+            perception_rows(cfg, table, run_, ref, detector)
         rows = [row.to_dict() for row in table.rows.values()]
         out = {"env_id": teacher_run.env_id, "teacher": str(teacher_run.path),
                "eval_seeds": table.seeds, "config": run_.manifest.get("config"),

@@ -18,13 +18,13 @@ from typing import Any, Callable
 import numpy as np
 
 from diffses.cli import arg
-from diffses.detection import load_detector
+from diffses.curves import pyplot, save_figure
 from diffses.envs import VisualShift, env_info, resolve_env
 from diffses.errors import UserError
 from diffses.io import atomic_write_text
 from diffses.perception import Perception
-from diffses.play import SymbolicAgent, greedy_teacher, load_policy, play_episodes
-from diffses.policy import SymbolicPolicy
+from diffses.play import (SymbolicAgent, greedy_teacher, load_player, play_episodes,
+                          returns_summary)
 from diffses.runs import Run, jsonable, resolve_run
 from diffses.teacher import load_teacher
 
@@ -107,10 +107,6 @@ def _random_actor(n_actions: int, seed: int) -> Callable[[], Callable[..., int]]
     return lambda: lambda obs, info: int(rng.integers(n_actions))
 
 
-def _summary(returns: list[float]) -> dict[str, Any]:
-    return {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))}
-
-
 def run(cfg: TransferConfig) -> Run:
     """Every agent on the source and every target; writes the table and the chart."""
     teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
@@ -125,9 +121,7 @@ def run(cfg: TransferConfig) -> Run:
     agents: list[tuple[str, Callable[[], Callable[..., int]], dict[str, Any]]] = []
     model = load_teacher(teacher_run, "cpu")
     agents.append(("teacher (pixel PPO)", greedy_teacher(model), {}))
-    for k, ref in enumerate(cfg.policies):
-        policy, path = load_policy(ref, cfg.runs_dir)
-        agents.append(symbolic_agent(cfg, policy, path, source, k))
+    agents += [symbolic_agent(cfg, ref, k) for k, ref in enumerate(cfg.policies)]
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     run_ = Run.create(cfg.runs_dir, STAGE, source, cfg.name, cfg.seed, cfg)
     table: dict[str, dict[str, Any]] = {}
@@ -138,7 +132,7 @@ def run(cfg: TransferConfig) -> Run:
                                                   {})]:
                 returns = play_episodes(teacher_run, seeds, actor,
                                         {**extra, **target.env_kwargs()}, cfg.max_steps)
-                row[label] = _summary(returns)
+                row[label] = returns_summary(returns)
                 print(f"[transfer] {target.label:<20} {label:<40} {np.mean(returns):+7.2f} "
                       f"+/- {np.std(returns):.2f}", flush=True)
         drops = drop_table(table, [a[0] for a in agents])
@@ -156,16 +150,13 @@ def run(cfg: TransferConfig) -> Run:
     return run_
 
 
-def symbolic_agent(cfg: TransferConfig, policy: SymbolicPolicy, path: Path, source: str,
-                   index: int) -> tuple[str, Callable[[], Callable[..., int]], dict[str, Any]]:
+def symbolic_agent(cfg: TransferConfig, ref: str, index: int
+                   ) -> tuple[str, Callable[[], Callable[..., int]], dict[str, Any]]:
     """Symbolic policy ``index`` (of ``--policies``) with its perception, as an agent."""
-    ref = cfg.detector or policy.provenance.get("detector")
-    if not ref:
-        raise UserError(f"policy {path} does not name its detector; pass --detector")
-    detector = load_detector(ref, env_id=source, runs_dir=cfg.runs_dir, device="cpu")
-    perception = Perception(detector)
+    policy, _, detector = load_player(ref, cfg.runs_dir, cfg.teacher, cfg.detector)
     label = f"symbolic {index} ({Path(detector.name).name})"
-    return label, lambda: SymbolicAgent(policy, Perception(detector)), perception.env_kwargs
+    return label, lambda: SymbolicAgent(policy, Perception(detector)), \
+        Perception(detector).env_kwargs
 
 
 def drop_table(table: dict[str, dict[str, Any]], agents: list[str]) -> dict[str, Any]:
@@ -217,13 +208,10 @@ def markdown(out: dict[str, Any]) -> str:
 
 def chart(out: dict[str, Any], path: Path) -> None:
     """Grouped bars: mean return ± std per target, one bar per agent."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     targets = list(out["returns"])
     agents = list(out["returns"]["source"])
     width = 0.8 / len(agents)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(targets), 3.6))
+    fig, ax = pyplot().subplots(figsize=(1.6 + 1.4 * len(targets), 3.6))
     for i, agent in enumerate(agents):
         means = [out["returns"][t][agent]["mean"] for t in targets]
         stds = [out["returns"][t][agent]["std"] for t in targets]
@@ -235,8 +223,4 @@ def chart(out: dict[str, Any], path: Path) -> None:
     ax.axhline(0, color="k", lw=0.5)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -10,11 +10,9 @@ gets ``trials.csv`` and ``best.yaml``, which ``distill_teacher.py --config best.
 
 from __future__ import annotations
 
-import dataclasses
-
 import multiprocessing
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -191,8 +189,7 @@ def run(cfg: TuneConfig) -> Run:
     if cfg.resume:
         run_ = resolve_run(cfg.resume, STAGE, cfg.runs_dir, complete_only=False)
         run_.manifest["status"] = "running"
-        cfg = dataclasses.replace(cfg, study_name=run_.manifest.get("study_name",
-                                                                    cfg.study_name))
+        cfg = replace(cfg, study_name=run_.manifest.get("study_name", cfg.study_name))
     else:
         run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
     storage = cfg.storage or run_.manifest.get("storage") or \

@@ -18,14 +18,13 @@ import cv2
 import numpy as np
 
 from diffses.cli import arg
-from diffses.detection import load_detector
 from diffses.errors import UserError
 from diffses.perception import Perception
-from diffses.play import (SymbolicAgent, greedy_teacher, load_policy, play_episodes,
-                          play_symbolic, returns_summary)
+from diffses.play import (SymbolicAgent, evaluate_side_by_side, load_player, play_symbolic,
+                          returns_summary)
 from diffses.policy import SymbolicPolicy
 from diffses.rollout import rollout
-from diffses.runs import Run, resolve_run
+from diffses.runs import Run
 from diffses.teacher import load_teacher, teacher_env
 
 SCALE = 2
@@ -107,15 +106,11 @@ class ExplainedAgent(SymbolicAgent):
     def __init__(self, policy: SymbolicPolicy, perception: Perception):
         super().__init__(policy, perception)
         self.formulas = policy.formulas(simplify=True)
-        self.state: list[dict[str, Any]] = []
         self.features_now = np.zeros(policy.layout.size)
         self.action = 0
 
     def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
-        frame = info["native_frame"][None]
-        self.state = self.perception.observe(frame, [info], [self._episode_start])[0]
-        self._episode_start = False
-        self.features_now = self.policy.layout.vector(self.state)
+        self.features_now = self.features(info)
         self.action = int(self.policy.act(self.features_now[None])[0])
         return self.action
 
@@ -221,26 +216,18 @@ class PlayConfig:
 
 def run(cfg: PlayConfig) -> dict[str, Any]:
     """Play, print and (with --video) record; returns the returns."""
-    policy, path = load_policy(cfg.policy, cfg.runs_dir)
-    teacher_ref = cfg.teacher or policy.provenance.get("teacher_run")
-    detector_ref = cfg.detector or policy.provenance.get("detector")
-    if not teacher_ref or not detector_ref:
-        raise UserError(f"policy {path} does not name its teacher and detector; pass "
-                        f"--teacher and --detector")
-    teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
-    detector = load_detector(detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
-                             device="cpu")
+    policy, teacher_run, detector = load_player(cfg.policy, cfg.runs_dir, cfg.teacher,
+                                                cfg.detector)
     perception = Perception(detector)
-    seeds = [cfg.seed + i for i in range(cfg.episodes)]
     model = load_teacher(teacher_run, "cpu") if cfg.teacher_too else None
-    out: dict[str, Any] = {"seeds": seeds,
-                           "symbolic": returns_summary(play_symbolic(policy, perception,
-                                                                     teacher_run, seeds,
-                                                                     cfg.max_steps))}
     if model is not None:
-        out["teacher"] = returns_summary(play_episodes(teacher_run, seeds, greedy_teacher(model),
-                                                       {}, cfg.max_steps))
-    line = f"[play] {policy.env_id}, {len(seeds)} game(s) from seed {cfg.seed}: symbolic " \
+        out = evaluate_side_by_side(policy, perception, teacher_run, cfg.episodes, cfg.seed,
+                                    cfg.max_steps, model=model)
+    else:
+        seeds = [cfg.seed + i for i in range(cfg.episodes)]
+        out = {"seeds": seeds, "symbolic": returns_summary(play_symbolic(
+            policy, perception, teacher_run, seeds, cfg.max_steps))}
+    line = f"[play] {policy.env_id}, {cfg.episodes} game(s) from seed {cfg.seed}: symbolic " \
            f"{out['symbolic']['mean']:+.2f} +/- {out['symbolic']['std']:.2f}"
     if "teacher" in out:
         line += f", teacher {out['teacher']['mean']:+.2f} +/- {out['teacher']['std']:.2f}"

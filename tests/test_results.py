@@ -11,7 +11,8 @@ from sklearn.tree import DecisionTreeClassifier
 from conftest import run_cli
 from diffses.figures import FiguresConfig
 from diffses.figures import run as make_figures
-from diffses.results import FINETUNES, ResultsConfig, run, tree_forest
+from diffses.distill import tree_forest
+from diffses.results import FINETUNES, ResultsConfig, run
 from planted import rule_dataset
 from see.tree import logits
 
