@@ -274,12 +274,20 @@ def _candidates(tree: Sequence[Token], X: np.ndarray) -> list[Tree]:
     return [tree_ for _, tree_ in out]
 
 
+def balanced_agreement(pred: np.ndarray, actions: np.ndarray) -> float:
+    """Mean over the actions in ``actions`` of the share of their states where ``pred`` agrees
+    (per-action recall)."""
+    taken = np.unique(actions)
+    return float(np.mean([(pred[actions == a] == a).mean() for a in taken]))
+
+
 def prune(forest: Sequence[Sequence[Token]], X: np.ndarray, actions: np.ndarray,
           tolerance: float = 0.002, target: np.ndarray | None = None, refits: int = 6
           ) -> Forest:
     """Greedy simplification: keep replacing a subtree by a constant or by one of its children
-    while the forest's agreement with ``actions`` on ``X`` stays within ``tolerance`` of the
-    agreement it started with; constant subtrees are folded. With ``target`` (the
+    while the forest's balanced agreement with ``actions`` on ``X`` (:func:`balanced_agreement`:
+    an action the teacher takes rarely, such as Breakout's FIRE, counts as much as a common
+    one) stays within ``tolerance`` of the one it started with; constant subtrees are folded. With ``target`` (the
     probabilities :func:`polish` fits), each tree is also tried as a few scaled features
     (:func:`extend_linear` from a constant), and the ``refits`` largest replacements that fail
     as they are get a second chance with every constant polished."""
@@ -287,7 +295,7 @@ def prune(forest: Sequence[Sequence[Token]], X: np.ndarray, actions: np.ndarray,
     columns = logits(trees, X)                                     # (N, A)
 
     def agreement(values: np.ndarray) -> float:
-        return float((np.argmax(values, axis=1) == actions).mean())
+        return balanced_agreement(np.argmax(values, axis=1), actions)
 
     floor = agreement(columns) - tolerance
     refit = target is not None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gplearn_custom.compact import (collapse_linear, fold_constants, logistic_loss,
-                                    logistic_scaling, polish, prune, soft_cross_entropy)
+from gplearn_custom.compact import (balanced_agreement, collapse_linear, fold_constants,
+                                    logistic_loss, logistic_scaling, polish, prune,
+                                    soft_cross_entropy)
 from see.tree import evaluate, logits
 
 RNG = np.random.default_rng(0)
@@ -46,6 +47,22 @@ def test_prune_drops_what_does_not_decide_and_keeps_the_agreement():
     agree = (np.argmax(logits(pruned, X), axis=1) == actions).mean()
     assert agree >= (np.argmax(logits(forest, X), axis=1) == actions).mean() - 0.002
     assert len(pruned[1]) <= 5, pruned[1]
+
+
+def test_prune_keeps_the_tree_of_a_rare_action():
+    """An action taken in 2% of the states (Breakout's FIRE when no ball is in play) is
+    decided by its own tree: dropping that tree costs 2% of plain agreement, far more than the
+    tolerance allows of the balanced agreement, so it stays."""
+    rare = X[:, 2] > 0.98
+    actions = np.where(rare, 2, (X[:, 0] > X[:, 1]).astype(int))
+    forest = [[{"c": 0.0}], [{"f": "mul"}, {"c": 50.0}, {"f": "sub"}, {"x": 0}, {"x": 1}],
+              [{"f": "mul"}, {"c": 1000.0}, {"f": "gt"}, {"x": 2}, {"c": 0.98}]]
+    assert balanced_agreement(np.argmax(logits(forest, X), axis=1), actions) > 0.99
+    pruned = prune(forest, X, actions, tolerance=0.05)
+    assert any(t.get("x") == 2 for t in pruned[2]), pruned[2]
+    assert (np.argmax(logits(pruned, X), axis=1)[rare] == 2).all()
+    assert balanced_agreement(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 1])) == 1.0
+    assert balanced_agreement(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 1])) == 0.5
 
 
 def test_constants_fold_and_linear_subtrees_collapse_to_the_same_values():
