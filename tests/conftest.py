@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny real teacher run, trained once per test session."""
+"""Shared fixtures: a tiny real teacher run, trained once per test session, and a small
+Pong frames run with the tiny SPACE settings that train on it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ from diffses.teacher import TeacherConfig, run as train_teacher  # noqa: E402
 
 #: Smallest PPO settings that still run full rollouts and updates: 2 envs x 64 steps.
 TINY_PPO = ("n_steps:64", "batch_size:64", "n_epochs:1")
+SPACE_PONG_CONFIG = ROOT / "space" / "configs" / "atari_pong.yaml"
+#: a SPACE model small enough for tests: 32x32 inputs, a 4x4 grid of 8 px cells
+TINY_SPACE = {"data.image_size": [32, 32], "model.grid": [4, 4], "model.feat_channels": 16,
+              "model.glimpse_hidden": 32, "model.z_what": 4, "model.bg_decode_size": [8, 8],
+              "model.bg_channels": 8, "train.batch_size": 4, "train.log_every": 2,
+              "train.image_every": 4, "train.progress": False, "detect.type_frames": 16,
+              "detect.types": 2, "device": "cpu", "num_threads": 1}
 
 
 def tiny_teacher_config(runs_dir: Path, **overrides) -> TeacherConfig:
@@ -43,6 +51,26 @@ def short_games_teacher(tmp_path_factory):
     return train_teacher(tiny_teacher_config(runs, env="BreakoutNoFrameskip-v4",
                                              n_timesteps=128, eval_freq=0,
                                              final_eval_episodes=0))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other work for cores)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def pong_frames(tmp_path_factory):
+    """A finished save_frames run: 60 random-play Pong frames with OCAtari ground truth."""
+    from diffses.frames import FramesConfig, run as save_frames
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = FramesConfig(policy="random", env="ALE/Pong-v5", n_frames=60, every=2,
+                       ground_truth=True, runs_dir=str(runs), progress=False, seed=3)
+    return save_frames(cfg)
 
 
 def run_cli(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
+from conftest import SPACE_PONG_CONFIG as PONG_CONFIG
+from conftest import TINY_SPACE as TINY
 from diffses.detection import load_detector
 from diffses.frames import FramesConfig, run as save_frames
 from space.config import SpaceConfig, config_from, load_config, to_dict
@@ -25,13 +27,6 @@ from space.model import (SpaceDetector, build_model, fit_types, read_checkpoint,
                          save_checkpoint, schedule)
 from space.train import Task, train
 
-PONG_CONFIG = ROOT / "space" / "configs" / "atari_pong.yaml"
-#: a model small enough for tests: 32x32 inputs, a 4x4 grid of 8 px cells
-TINY = {"data.image_size": [32, 32], "model.grid": [4, 4], "model.feat_channels": 16,
-        "model.glimpse_hidden": 32, "model.z_what": 4, "model.bg_decode_size": [8, 8],
-        "model.bg_channels": 8, "train.batch_size": 4, "train.log_every": 2,
-        "train.image_every": 4, "train.progress": False, "detect.type_frames": 16,
-        "detect.types": 2, "device": "cpu", "num_threads": 1}
 TINY_ARGS = [str(v) if not isinstance(v, list) else json.dumps(v)
              for kv in TINY.items() for v in kv]
 
@@ -40,22 +35,7 @@ def tiny_config(**extra) -> SpaceConfig:
     return load_config(PONG_CONFIG, {**TINY, **extra})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other work for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def pong_frames(tmp_path_factory):
-    """A finished save_frames run: 60 random-play Pong frames with OCAtari ground truth."""
-    runs = tmp_path_factory.mktemp("runs")
-    cfg = FramesConfig(policy="random", env="ALE/Pong-v5", n_frames=60, every=2,
-                       ground_truth=True, runs_dir=str(runs), progress=False, seed=3)
-    return save_frames(cfg)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
