@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from diffses.arrays import DatasetArrays  # noqa: E402
 from diffses.distill import DistillConfig, decision_tree_policy, distil, play_metrics, resolve_dataset, split_episodes  # noqa: E402,E501
 from diffses.schema import Dataset  # noqa: E402
 from planted import RULES, rule_dataset  # noqa: E402
@@ -70,7 +71,8 @@ def score(name: str, predict, size: int, seconds: float, X: np.ndarray, actions:
             "records_per_s": round(n_records / seconds, 1) if seconds > 0.05 else None}
 
 
-def compare(data: Dataset, held_out: Dataset | None, cfg: DistillConfig) -> dict:
+def compare(data: Dataset | DatasetArrays, held_out: Dataset | None, cfg: DistillConfig
+            ) -> dict:
     """All rows on one dataset; scored on ``held_out`` when given, else on validation."""
     t0 = time.perf_counter()
     policy, metrics = distil(cfg, data)
@@ -102,8 +104,8 @@ def compare(data: Dataset, held_out: Dataset | None, cfg: DistillConfig) -> dict
     majority = int(np.bincount(split.a_train).argmax())
     rows.append(score("majority action", lambda X: np.full(len(X), majority), 1, 0.0,
                       X_eval, a_eval, n))
-    return {"records": len(data.records), "n_actions": data.n_actions, "rows": rows,
-            "tree_sizes": metrics["tree_sizes"], "formulas": policy.describe(),
+    return {"records": DatasetArrays.of(data).n_records, "n_actions": data.n_actions,
+            "rows": rows, "tree_sizes": metrics["tree_sizes"], "formulas": policy.describe(),
             "policy": policy}
 
 

@@ -22,13 +22,14 @@ from typing import Any, Callable
 import numpy as np
 from gplearn.fitness import make_fitness
 
+from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
-from diffses.io import atomic_write_json, atomic_write_text
+from diffses.io import JsonListWriter, atomic_write_json, atomic_write_text, iter_json_list
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
-from diffses.schema import DATASET, Dataset, load_dataset, meta_path
+from diffses.schema import DATASET, Dataset, SchemaError, meta_path
 from diffses.utils import seed_everything
 from gplearn_custom.compact import collapse_linear, extend_linear, logistic_loss, \
     logistic_scaling, polish, prune
@@ -126,10 +127,11 @@ class Split:
     logits_train: np.ndarray | None   # (N, A) centred log-probabilities, when known
 
 
-def split_episodes(data: Dataset, layout: FeatureLayout, fraction: float, seed: int) -> Split:
+def split_episodes(data: Dataset | DatasetArrays, layout: FeatureLayout, fraction: float,
+                   seed: int) -> Split:
     """Hold out a seeded share of episodes (or the last share of steps, for one episode)."""
-    records = data.records
-    episodes = np.array([r.get("episode", 0) for r in records])
+    data = DatasetArrays.of(data)
+    episodes = data.episodes
     unique = np.unique(episodes)
     if len(unique) >= 2:
         rng = np.random.default_rng(seed)
@@ -137,14 +139,14 @@ def split_episodes(data: Dataset, layout: FeatureLayout, fraction: float, seed: 
         held = set(rng.permutation(unique)[:n_val].tolist())
         val = np.isin(episodes, list(held))
     else:
-        val = np.arange(len(records)) >= int(round((1 - fraction) * len(records)))
+        val = np.arange(data.n_records) >= int(round((1 - fraction) * data.n_records))
     if val.all() or not val.any():
         raise UserError(f"{data.path}: too few records to hold out a validation share")
-    X = layout.matrix([r["state"] for r in records])
-    actions = np.array([r["teacher_action"] for r in records])
+    X = data.features(layout)
+    actions = data.actions
     logits = None
-    if all("teacher_probs" in r for r in records):
-        logp = np.log(np.clip(np.array([r["teacher_probs"] for r in records]), 1e-6, 1.0))
+    if data.probs is not None:
+        logp = np.log(np.clip(data.probs, 1e-6, 1.0))
         logits = logp - logp.mean(axis=1, keepdims=True)
     return Split(X[~val], X[val], actions[~val], actions[val],
                  None if logits is None else logits[~val])
@@ -267,14 +269,15 @@ def _confusion(pred: np.ndarray, truth: np.ndarray, n: int) -> list[list[int]]:
     return mat.tolist()
 
 
-def distil(cfg: DistillConfig, data: Dataset,
+def distil(cfg: DistillConfig, data: Dataset | DatasetArrays,
            on_generation: Callable[[int, float], bool] | None = None
            ) -> tuple[SymbolicPolicy, dict[str, Any]]:
     """Fit the forest (with restarts) and measure it; returns the policy and its metrics.
     ``on_generation(g, validation_agreement)`` reports progress (``g`` counts on across
     restarts) and may stop the run."""
     seed_everything(cfg.seed)
-    layout = FeatureLayout.for_dataset(data.records, data.meta, cfg.max_slots)
+    data = DatasetArrays.of(data)
+    layout = data.layout(cfg.max_slots)
     if layout.size == 0:
         raise UserError(f"{data.path}: no objects in any record; nothing to distil from")
     split = split_episodes(data, layout, cfg.validation_fraction, cfg.seed)
@@ -353,19 +356,22 @@ def decision_tree_policy(policy: SymbolicPolicy, split: Split, seed: int
     return policy.with_trees(tree_forest(model, policy.n_actions)), int(model.tree_.node_count)
 
 
-def resolve_dataset(ref: str, runs_dir: str) -> tuple[Dataset, Run | None]:
-    """A dataset run folder or ``latest`` (with its run), or a dataset file."""
+def resolve_dataset(ref: str, runs_dir: str, max_slots: int | None = None
+                    ) -> tuple[DatasetArrays, Run | None]:
+    """A dataset run folder or ``latest`` (with its run), or a dataset file, streamed into
+    arrays (with the features of the layout for ``max_slots``)."""
     path = Path(ref)
     if ref == "latest" or (path.is_dir() and (path / "manifest.json").is_file()):
         run_ = resolve_run(ref, "dataset", runs_dir)
-        return load_dataset(run_.path), run_
+        return DatasetArrays.open(run_.path, max_slots), run_
     if not path.exists():
         raise UserError(f"dataset {ref} does not exist (a dataset run folder, 'latest', or a "
                         f"dataset file)")
-    return load_dataset(path), None
+    return DatasetArrays.open(path, max_slots), None
 
 
-def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset) -> dict[str, Any]:
+def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset | DatasetArrays
+                 ) -> dict[str, Any]:
     """Returns of the policy and the teacher on the same seeded games."""
     from diffses.detection import load_detector
     from diffses.perception import Perception
@@ -378,7 +384,7 @@ def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset) -> d
                                  cfg.seed, cfg.eval_max_steps, cfg.device)
 
 
-def _players(cfg: DistillConfig, data: Dataset) -> tuple[str, str]:
+def _players(cfg: DistillConfig, data: Dataset | DatasetArrays) -> tuple[str, str]:
     """The teacher run and detector that play with the policy: the options, else the
     dataset's."""
     meta = data.meta or {}
@@ -389,14 +395,15 @@ def _players(cfg: DistillConfig, data: Dataset) -> tuple[str, str]:
     return teacher, detector
 
 
-def dagger(cfg: DistillConfig, data: Dataset, policy: SymbolicPolicy, metrics: dict[str, Any],
-           run_: Run) -> tuple[SymbolicPolicy, dict[str, Any], Dataset]:
+def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
+           metrics: dict[str, Any], run_: Run
+           ) -> tuple[SymbolicPolicy, dict[str, Any], DatasetArrays]:
     """``cfg.dagger`` rounds of play, teacher labels and distillation; returns the forest whose
     games scored best (the later on ties), its metrics (with the rounds) and the aggregated
     dataset, written into the run folder."""
     from diffses import dataset as ds
     teacher, detector = _players(cfg, data)
-    records, rounds, best = list(data.records), [], None
+    rounds, best = [], None
     for k in range(cfg.dagger + 1):
         student = policy.save(run_.path / f"dagger_{k}" / POLICY)
         played = ds.run(ds.DatasetConfig(
@@ -405,39 +412,50 @@ def dagger(cfg: DistillConfig, data: Dataset, policy: SymbolicPolicy, metrics: d
             device=cfg.device, runs_dir=cfg.runs_dir, name=f"{cfg.name}-dagger",
             progress=False))
         returns = played.manifest["summary"]["episode_returns"]
-        rounds.append({"round": k, "records": len(records), "returns": returns,
+        rounds.append({"round": k, "records": data.n_records, "returns": returns,
                        "mean_return": float(np.mean(returns)),
                        "validation_agreement": metrics["validation_agreement"],
                        "tree_sizes": metrics["tree_sizes"], "games": str(played.path)})
-        print(f"[distill] DAgger round {k}: {len(records)} records, validation agreement "
+        print(f"[distill] DAgger round {k}: {data.n_records} records, validation agreement "
               f"{metrics['validation_agreement']:.3f}, return {np.mean(returns):+.2f} over "
               f"{len(returns)} game(s)", flush=True)
         if best is None or rounds[-1]["mean_return"] >= best[0]:
             best = (rounds[-1]["mean_return"], policy, metrics)
         if k == cfg.dagger:
             break
-        offset = max(r.get("episode", 0) for r in records) + 1
-        records += [dict(r, episode=r.get("episode", 0) + offset)
-                    for r in load_dataset(played.path / DATASET).records]
-        data = Dataset(run_.path / DATASET, records, data.meta)
+        data = merge_datasets(data, played.path / DATASET, run_.path / DATASET, cfg.max_slots)
         policy, metrics = distil(cfg, data)
-    atomic_write_json(run_.path / DATASET, records)
-    atomic_write_json(meta_path(run_.path / DATASET), dict(data.meta or {}, records=len(records)))
     kept = best[1]
     kept.metrics = dict(best[2], dagger=rounds)
-    return kept, kept.metrics, Dataset(run_.path / DATASET, records, data.meta)
+    return kept, kept.metrics, data
+
+
+def merge_datasets(data: DatasetArrays, more: Path, out: Path, max_slots: int | None
+                   ) -> DatasetArrays:
+    """Write ``data``'s records, then those of the dataset file ``more`` (its episodes numbered
+    on after ``data``'s), to ``out`` with ``data``'s meta, one record at a time; returns the
+    result, validated."""
+    offset = int(data.episodes.max()) + 1
+    with JsonListWriter(out) as writer:
+        for rec in data.iter_records():
+            writer.write(rec)
+        for rec in iter_json_list(more, SchemaError, "record"):
+            writer.write(dict(rec, episode=rec.get("episode", 0) + offset))
+    if data.meta is not None:
+        atomic_write_json(meta_path(out), dict(data.meta, records=writer.count))
+    return DatasetArrays.open(out, max_slots)
 
 
 def run(cfg: DistillConfig) -> Run:
     """Distil, write policy.json, print the formulas (and the played evaluation)."""
-    data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir)
+    data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir, cfg.max_slots)
     env_id = (data.meta or {}).get("env_id", "unknown")
     run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, flat_values(cfg))
     with run_.failing():
         run_.add_input("dataset", data.path)
         if data_run is not None:
             run_.manifest["dataset_run"] = str(data_run.path)
-        print(f"[distill] {len(data.records)} records of {env_id}, "
+        print(f"[distill] {data.n_records} records of {env_id}, "
               f"{cfg.restarts} restart(s) x {data.n_actions} trees, "
               f"population {cfg.gp.population_size} (forest budget {cfg.forest_budget:g} trees), "
               f"{cfg.gp.generations} generations")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
 from diffses.detection import Detector, load_detector
 from diffses.distill import resolve_dataset
@@ -34,7 +35,6 @@ from diffses.perception_env import Loaded, PerceptionEnvFactory
 from diffses.play import evaluate_side_by_side, load_policy, play_symbolic, returns_summary
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run, resume_config
-from diffses.schema import Dataset, load_dataset
 from diffses.teacher import load_teacher
 from diffses.utils import resolve_device, seed_everything
 from gplearn_custom import forest as fo
@@ -170,7 +170,7 @@ class Inputs:
     teacher: Any                 # the teacher's PPO model, on ``device``
     detector: Detector
     detector_ref: str            # picklable reference to ``detector``, for worker processes
-    dataset: Dataset | None
+    dataset: DatasetArrays | None
     device: str
 
     def references(self) -> dict[str, str | None]:
@@ -231,12 +231,12 @@ def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: boo
 
 
 def resolve_dataset_input(ref: str | None, fallback: str | None, runs_dir: str
-                          ) -> Dataset | None:
+                          ) -> DatasetArrays | None:
     """``ref`` (``--dataset``), else the ``fallback`` file (the policy's dataset) when it still
     exists, else None."""
     if ref is not None:
         return resolve_dataset(ref, runs_dir)[0]
-    return load_dataset(fallback) if fallback and Path(fallback).is_file() else None
+    return DatasetArrays.open(fallback) if fallback and Path(fallback).is_file() else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -463,8 +463,8 @@ def run(cfg: FinetuneConfig) -> Run:
             run_.add_input("dataset", inputs.dataset.path)
         X = actions = None
         if inputs.dataset is not None:
-            X = policy.layout.matrix([r["state"] for r in inputs.dataset.records])
-            actions = np.array([r["teacher_action"] for r in inputs.dataset.records])
+            X = inputs.dataset.features(policy.layout)
+            actions = inputs.dataset.actions
         print(f"[finetune] {policy.env_id}: --search {cfg.search} --optimizer {cfg.optimizer}, "
               f"fitness {cfg.fitness}, lambda {cfg.ppo.expert_coef} -> "
               f"{cfg.ppo.expert_coef_final}, on {inputs.device}; run folder {run_.path}")

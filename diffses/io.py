@@ -7,23 +7,25 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 import yaml
 
 from diffses.errors import UserError
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Let ``write`` write into a temporary file in ``path``'s folder, then rename it to
+    ``path``: nothing of it is held in memory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -31,6 +33,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    return atomic_write_with(path, lambda fh: fh.write(data))
 
 
 def atomic_save(path: str | Path, save: Callable[[BinaryIO], Any]) -> Path:
@@ -60,6 +67,97 @@ def read_json(path: str | Path, error: type[Exception] = UserError) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise error(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file") from None
+
+
+#: Characters :func:`iter_json_list` reads at a time, and the most one item may span.
+READ_CHARS = 1 << 20
+MAX_ITEM_CHARS = 1 << 26
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _TextWindow:
+    """A sliding window over a text file: what is left to parse of what has been read."""
+
+    def __init__(self, fh: TextIO):
+        self.fh, self.text, self.pos, self.lines, self.eof = fh, "", 0, 0, False
+
+    def more(self) -> bool:
+        """Drop what was parsed and read on; False at the end of the file."""
+        if self.eof:
+            return False
+        piece = self.fh.read(READ_CHARS)
+        self.lines += self.text.count("\n", 0, self.pos)
+        self.text, self.pos, self.eof = self.text[self.pos:] + piece, 0, not piece
+        return not self.eof
+
+    def next_char(self) -> str:
+        """Skip white space; the next character ('' at the end of the file)."""
+        while True:
+            self.pos = _SPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text) or not self.more():
+                return self.text[self.pos:self.pos + 1]
+
+    def line(self, pos: int) -> int:
+        """The file's line number of window position ``pos``."""
+        return self.lines + self.text.count("\n", 0, pos) + 1
+
+    def value(self, decoder: json.JSONDecoder) -> Any:
+        """Parse the JSON value that starts here (reading on while it is cut off); raises
+        ValueError with the decoder's message and line."""
+        while True:
+            try:
+                item, end = decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as err:
+                where = f"{err.msg}, line {self.line(err.pos)}"
+                if len(self.text) - self.pos > MAX_ITEM_CHARS or not self.more():
+                    raise ValueError(where) from None
+                continue
+            if end == len(self.text) and self.more():
+                continue
+            self.pos = end
+            return item
+
+
+def iter_json_list(path: str | Path, error: type[Exception] = UserError,
+                   noun: str = "item") -> Iterator[Any]:
+    """The items of the JSON list in ``path``, parsed one at a time: memory holds one item and
+    a read buffer however long the list, whatever the formatting. A missing file, one that is
+    not UTF-8 text, not valid JSON or not a list raises ``error`` naming it (and the item)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such file")
+    decoder = json.JSONDecoder()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            window = _TextWindow(fh)
+            if window.next_char() != "[":
+                value = read_json(path, error)
+                raise error(f"{path}: expected a JSON list of {noun}s at the top level, got "
+                            f"{type(value).__name__}")
+            window.pos += 1
+            index = 0
+            if window.next_char() != "]":
+                while True:
+                    window.next_char()
+                    try:
+                        item = window.value(decoder)
+                    except ValueError as err:
+                        raise error(f"{path}: {noun} {index}: not valid JSON ({err})") from None
+                    yield item
+                    index += 1
+                    char = window.next_char()
+                    if char == "]":
+                        break
+                    if char != ",":
+                        raise error(f"{path}: not valid JSON (expected ',' or ']' after {noun} "
+                                    f"{index - 1}, line {window.line(window.pos)})")
+                    window.pos += 1
+            window.pos += 1
+            if window.next_char():
+                raise error(f"{path}: not valid JSON (extra data after the list, line "
+                            f"{window.line(window.pos)})")
     except UnicodeDecodeError:
         raise error(f"{path}: not a text file") from None
 

@@ -24,16 +24,15 @@ import numpy as np
 import yaml
 
 from diffses import dataset, distill, finetune, tune
+from diffses.arrays import DatasetArrays
 from diffses.cli import arg
 from diffses.detection import Detector, load_detector
 from diffses.errors import UserError
-from diffses.features import FeatureLayout
 from diffses.io import atomic_write_text
 from diffses.perception import Perception
 from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, jsonable, resolve_run
-from diffses.schema import DATASET, Dataset, load_dataset
 from diffses.teacher import load_teacher
 
 STAGE = "results"
@@ -171,13 +170,13 @@ def _agreement(policy: SymbolicPolicy, split: distill.Split) -> float:
     return float((policy.act(split.X_val) == split.a_val).mean())
 
 
-def _distil(dcfg: distill.DistillConfig, data: Dataset
+def _distil(dcfg: distill.DistillConfig, data: DatasetArrays
             ) -> tuple[Run, SymbolicPolicy, distill.Split, float]:
     """Distil (a run folder of its own), and the policy with its train/validation split."""
     dist_run, seconds = _timed(lambda: distill.run(dcfg))
-    layout = FeatureLayout.for_dataset(data.records, data.meta, dcfg.max_slots)
-    split = distill.split_episodes(data, layout, dcfg.validation_fraction, dcfg.seed)
-    return dist_run, SymbolicPolicy.load(dist_run.path / POLICY), split, seconds
+    policy = SymbolicPolicy.load(dist_run.path / POLICY)
+    split = distill.split_episodes(data, policy.layout, dcfg.validation_fraction, dcfg.seed)
+    return dist_run, policy, split, seconds
 
 
 def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +202,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         teacher=str(table.teacher_run.path), detector=detector_ref,
         episodes=cfg.dataset_episodes, device="cpu", progress=False, **common)))
     data_path = str(data_run.path)
-    data = load_dataset(data_run.path / DATASET)
+    data = DatasetArrays.open(data_run.path)
     run_.manifest.setdefault("datasets", {})[label] = data_path
     for seed in cfg.seeds:
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
@@ -211,11 +210,11 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                                      restarts=cfg.restarts, **common)
         dist_run, policy, split, fit_s = _distil(dcfg, data)
         table.add(label, "distilled forest (gplearn)", table.play(policy, perception),
-                  _agreement(policy, split), _nodes(policy), len(data.records), fit_s,
+                  _agreement(policy, split), _nodes(policy), data.n_records, fit_s,
                   str(dist_run.path))
         dt, dt_nodes = distill.decision_tree_policy(policy, split, seed)
         table.add(label, "decision tree, same size (VIPER-style)", table.play(dt, perception),
-                  _agreement(dt, split), dt_nodes / policy.n_actions, len(data.records), 0.0,
+                  _agreement(dt, split), dt_nodes / policy.n_actions, data.n_records, 0.0,
                   None)
         for method, options in FINETUNES.items():
             fcfg = finetune.FinetuneConfig(
@@ -233,7 +232,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         tune_rows(cfg, table, run_, data_path, data, label, perception)
 
 
-def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data: Dataset,
+def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data: DatasetArrays,
               label: str, perception: Perception) -> None:
     """The Optuna search over distillation for return, and its best options re-distilled."""
     base = run_.path / f"tune_base_{len(run_.manifest.get('tunes', []))}.yaml"
@@ -252,7 +251,7 @@ def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data:
     dist_run, policy, split, fit_s = _distil(distill.DistillConfig(**best), data)
     table.add(label, f"distilled, Optuna best of {cfg.tune_trials} (return)",
               table.play(policy, perception), _agreement(policy, split), _nodes(policy),
-              len(data.records), tune_s + fit_s, str(dist_run.path))
+              data.n_records, tune_s + fit_s, str(dist_run.path))
 
 
 def markdown(cfg: ResultsConfig, env_id: str, rows: list[dict[str, Any]]) -> str:

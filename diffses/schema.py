@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from diffses.errors import UserError
-from diffses.io import read_json
+from diffses.io import iter_json_list, read_json
 
 DATASET = "dataset.json"
 OBJECT_FIELDS: dict[str, type] = {"type": int, "x_velocity": float, "y_velocity": float,
@@ -89,18 +89,19 @@ def validate_record(rec: Any, n_actions: int | None) -> None:
             _check(p, float, f"teacher_probs[{k}]")
 
 
-def validate_records(records: Any, source: str | Path, n_actions: int | None = None) -> None:
-    """Check a parsed dataset; a :class:`SchemaError` names ``source``, record and field."""
-    if not isinstance(records, list):
-        raise SchemaError(f"{source}: expected a JSON list of records at the top level, got "
-                          f"{type(records).__name__}")
-    if not records:
-        raise SchemaError(f"{source}: the dataset has no records")
+def validated(records: Iterable[Any], source: str | Path, n_actions: int | None = None
+              ) -> Iterator[dict[str, Any]]:
+    """The records, each checked as it comes; a :class:`SchemaError` names ``source``, the
+    record and the field (and an empty dataset)."""
+    i = -1
     for i, rec in enumerate(records):
         try:
             validate_record(rec, n_actions)
         except ValueError as err:
             raise SchemaError(f"{source}: record {i}: {err}") from None
+        yield rec
+    if i < 0:
+        raise SchemaError(f"{source}: the dataset has no records")
 
 
 def validate_meta(meta: Any, source: str | Path) -> None:
@@ -123,9 +124,15 @@ def meta_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".meta.json")
 
 
+def action_count(meta: dict[str, Any] | None, actions: Iterable[int]) -> int:
+    """Actions in the env: the meta's count, else one more than the largest action seen."""
+    return int(meta["n_actions"]) if meta is not None else 1 + int(max(actions))
+
+
 @dataclass
 class Dataset:
-    """Validated records and their meta (None for a bare file without one)."""
+    """Validated records in memory and their meta (None for a bare file without one). For
+    small datasets; distillation streams a file instead (:mod:`diffses.arrays`)."""
 
     path: Path
     records: list[dict[str, Any]]
@@ -134,21 +141,31 @@ class Dataset:
     @property
     def n_actions(self) -> int:
         """Actions in the env (from the meta; else one more than the largest action seen)."""
-        if self.meta is not None:
-            return int(self.meta["n_actions"])
-        return 1 + max(r["teacher_action"] for r in self.records)
+        return action_count(self.meta, (r["teacher_action"] for r in self.records))
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Read and validate a dataset file, or the ``dataset.json`` of a dataset run folder."""
+def dataset_file(path: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """A dataset file (or the ``dataset.json`` of a dataset run folder) and its validated
+    meta (None when there is none)."""
     path = Path(path)
     if path.is_dir():
         path = path / DATASET
-    meta = None
     mpath = meta_path(path)
-    if mpath.is_file():
-        meta = read_json(mpath, SchemaError)
-        validate_meta(meta, mpath)
-    records = read_json(path, SchemaError)
-    validate_records(records, path, meta["n_actions"] if meta else None)
-    return Dataset(path, records, meta)
+    if not mpath.is_file():
+        return path, None
+    meta = read_json(mpath, SchemaError)
+    validate_meta(meta, mpath)
+    return path, meta
+
+
+def iter_dataset(path: Path, meta: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """The records of a dataset file, read and validated one at a time."""
+    return validated(iter_json_list(path, SchemaError, "record"), path,
+                     meta["n_actions"] if meta else None)
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read and validate a dataset file, or the ``dataset.json`` of a dataset run folder, into
+    memory."""
+    path, meta = dataset_file(path)
+    return Dataset(path, list(iter_dataset(path, meta)), meta)

@@ -19,12 +19,12 @@ import optuna
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
+from diffses.arrays import DatasetArrays
 from diffses.cli import arg, flat_values, yaml_values
 from diffses.distill import DistillConfig, distil, play_metrics, resolve_dataset
 from diffses.errors import UserError
 from diffses.io import atomic_write_text
 from diffses.runs import Run, resolve_run
-from diffses.schema import Dataset
 
 STAGE = "tune"
 STUDY_DB = "study.db"
@@ -103,7 +103,8 @@ def suggest(trial: optuna.Trial, cfg: TuneConfig) -> dict[str, Any]:
 class Objective:
     """Distil with a trial's options and score the forest."""
 
-    def __init__(self, cfg: TuneConfig, base: dict[str, Any], data: Dataset, worker: int = 0):
+    def __init__(self, cfg: TuneConfig, base: dict[str, Any], data: DatasetArrays,
+                 worker: int = 0):
         self.cfg, self.base, self.data, self.worker = cfg, base, data, worker
 
     def __call__(self, trial: optuna.Trial) -> float:
