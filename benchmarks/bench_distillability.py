@@ -16,7 +16,6 @@ agreement climbs only with depth has no short symbolic form on these features.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -72,8 +72,8 @@ class DistillConfig:
                                     "count; 0 gives every tree population_size")
     compact: bool = arg(True, "polish the forest's constants jointly and prune subtrees that "
                               "do not change its agreement with the teacher")
-    prune_tolerance: float = arg(0.002, "agreement on the training records that pruning may "
-                                        "give up")
+    prune_tolerance: float = arg(0.002, "agreement on the training records, balanced over "
+                                        "actions, that pruning may give up")
     dagger: int = arg(0, "DAgger rounds (VIPER-style): the forest plays --dagger-episodes "
                          "games, the teacher labels every state it visited, those records join "
                          "the dataset and the forest is distilled again; the forest that scored "
