@@ -25,7 +25,7 @@ import numpy as np
 
 from diffses import features, schema
 from diffses.errors import UserError
-from diffses.features import FeatureLayout
+from diffses.features import FeatureLayout, ObjectStats
 from diffses.io import atomic_write_with, iter_json_list
 from diffses.schema import Dataset, SchemaError, action_count, dataset_file, iter_dataset
 
@@ -77,9 +77,7 @@ class _Gather:
         self.source = source
         self.actions, self.episodes, self.probs = array("q"), array("q"), array("d")
         self.width: int | None = 0          # probabilities per record; None: not in every one
-        self.counts: dict[int, int] = {}
-        self.max_x: int | None = None
-        self.max_y: int | None = None
+        self.objects = ObjectStats()
 
     def add(self, rec: dict[str, Any]) -> None:
         i = len(self.actions)
@@ -95,18 +93,7 @@ class _Gather:
             else:
                 self.width = len(probs)
                 self.probs.extend(probs)
-        state = rec["state"]
-        seen: dict[int, int] = {}
-        for obj in state:
-            seen[obj["type"]] = seen.get(obj["type"], 0) + 1
-        for t, n in seen.items():
-            if n > self.counts.get(t, 0):
-                self.counts[t] = n
-        if state:
-            x = max(o["x_position"] for o in state)
-            y = max(o["y_position"] for o in state)
-            self.max_x = x if self.max_x is None else max(self.max_x, x)
-            self.max_y = y if self.max_y is None else max(self.max_y, y)
+        self.objects.add(rec["state"])
 
     def states(self, records: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         """Each record's state, gathering the record on the way."""
@@ -119,11 +106,9 @@ class _Gather:
         probs = None
         if self.width is not None:
             probs = np.frombuffer(self.probs, dtype=np.float64).reshape(n, self.width)
-        extent = (1 + (1 if self.max_y is None else self.max_y),
-                  1 + (1 if self.max_x is None else self.max_x))
         return DatasetArrays(path, meta, np.frombuffer(self.actions, dtype=np.int64),
                              np.frombuffer(self.episodes, dtype=np.int64), probs,
-                             dict(sorted(self.counts.items())), extent)
+                             dict(sorted(self.objects.counts.items())), self.objects.extent)
 
 
 @dataclass

@@ -126,25 +126,44 @@ class FeatureLayout:
                     max_slots: int | None = None) -> "FeatureLayout":
         """Slots per type: the most objects of that type seen in one record (from the meta
         when it has them), capped at ``max_slots``."""
+        stats = ObjectStats()
+        if not (meta and "max_objects_per_type" in meta):
+            for rec in records:
+                stats.add(rec["state"])
         if meta and "max_objects_per_type" in meta:
             seen = {int(k): int(v) for k, v in meta["max_objects_per_type"].items()}
         else:
-            seen = {}
-            for rec in records:
-                for t, n in Counter(o["type"] for o in rec["state"]).items():
-                    seen[t] = max(seen.get(t, 0), n)
+            seen = stats.counts
         slots = {t: min(n, max_slots) if max_slots else n for t, n in seen.items() if n > 0}
         names = {int(k): v for k, v in (meta or {}).get("type_names", {}).items()}
         if meta:
             size = (int(meta["frame_size"][0]), int(meta["frame_size"][1]))
         else:
-            size = _frame_size_from(records)
+            size = stats.extent
         return cls(type_names={t: names.get(t, f"type{t}") for t in slots}, slots=slots,
                    frame_size=size)
 
 
-def _frame_size_from(records: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    """A frame size that contains every position (for a dataset without meta)."""
-    xs = [o["x_position"] for r in records for o in r["state"]] or [1]
-    ys = [o["y_position"] for r in records for o in r["state"]] or [1]
-    return (max(ys) + 1, max(xs) + 1)
+class ObjectStats:
+    """The most objects of each type in one state, and the extent of every position, gathered
+    one state at a time."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.max_x: int | None = None
+        self.max_y: int | None = None
+
+    def add(self, state: Sequence[dict[str, Any]]) -> None:
+        for t, n in Counter(o["type"] for o in state).items():
+            self.counts[t] = max(self.counts.get(t, 0), n)
+        if state:
+            x = max(o["x_position"] for o in state)
+            y = max(o["y_position"] for o in state)
+            self.max_x = x if self.max_x is None else max(self.max_x, x)
+            self.max_y = y if self.max_y is None else max(self.max_y, y)
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """A frame size (height, width) that contains every position seen."""
+        return (1 + (1 if self.max_y is None else self.max_y),
+                1 + (1 if self.max_x is None else self.max_x))
