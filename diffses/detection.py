@@ -64,6 +64,15 @@ class Detector(ABC):
         """Objects per frame. ``frames``: (B, H, W, 3) uint8 RGB; ``infos``: env infos."""
 
 
+def check_object_types(layout_types: dict[int, str], detector: Detector, policy: str,
+                       detector_ref: str) -> None:
+    """Refuse a policy that reads object types the detector names otherwise."""
+    if any(detector.type_names.get(t) != n for t, n in layout_types.items()):
+        raise UserError(f"policy {policy} reads object types {layout_types} but detector "
+                        f"{detector_ref} names them {detector.type_names}; use the detector "
+                        f"the policy was distilled with")
+
+
 def boxes_from_objects(objects: Sequence[dict[str, Any]], type_ids: dict[str, int],
                        hud: bool = False) -> list[Detection]:
     """OCAtari object dicts (top-left x, y, w, h) -> detections (centres), HUD dropped

@@ -305,7 +305,7 @@ def distil(cfg: DistillConfig, data: Dataset | DatasetArrays,
                      "raw_tree_sizes": [len(t) for t in raw]})
         if best is None or val > best[0]:
             best = (val, trees)
-        if stopped:
+        if stopped or val >= 1.0:  # no later restart can beat a perfect agreement
             break
     seconds = time.perf_counter() - t0
     policy = SymbolicPolicy(best[1], layout, meanings, env_id, list(cfg.gp.function_set))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
-from diffses.detection import Detector, load_detector
+from diffses.detection import Detector, check_object_types, load_detector
 from diffses.distill import resolve_dataset
 from diffses.envs import same_game
 from diffses.errors import UserError
@@ -209,12 +209,7 @@ def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: boo
         raise UserError(f"policy {path} does not name its detector; pass --detector")
     detector = load_detector(detector_ref, env_id=policy.env_id, runs_dir=cfg.runs_dir,
                              device=device)
-    layout_types = policy.layout.type_names
-    wrong = {t: n for t, n in layout_types.items() if detector.type_names.get(t) != n}
-    if wrong:
-        raise UserError(f"policy {path} reads object types {layout_types} but detector "
-                        f"{detector_ref} names them {detector.type_names}; use the detector "
-                        f"the policy was distilled with")
+    check_object_types(policy.layout.type_names, detector, str(path), detector_ref)
     dataset = resolve_dataset_input(refs["dataset"], None if pinned else prov.get("dataset"),
                                     cfg.runs_dir)
     data_env = (dataset.meta or {}).get("env_id") if dataset is not None else None

@@ -26,7 +26,8 @@ import yaml
 from diffses import dataset, distill, finetune, tune
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg
-from diffses.detection import Detector, load_detector
+from diffses.detection import Detector, check_object_types, load_detector
+from diffses.envs import same_game
 from diffses.errors import UserError
 from diffses.io import atomic_write_text
 from diffses.perception import Perception
@@ -37,13 +38,14 @@ from diffses.teacher import load_teacher
 
 STAGE = "results"
 
-#: Fine-tuning rows: label -> FinetuneConfig options beyond the shared ones.
-FINETUNES: dict[str, dict[str, Any]] = {
-    "fine-tuned: PPO on constants + teacher term": dict(search="gradient", optimizer="ppo"),
-    "fine-tuned: PPO on constants, reward only": dict(search="gradient", optimizer="ppo",
-                                                      expert_coef=0.0, expert_coef_final=0.0),
-    "fine-tuned: CMA-ES on constants": dict(search="gradient", optimizer="cmaes"),
-    "fine-tuned: evolve with the constants variation": dict(search="evolve"),
+#: Fine-tuning rows by name: (label, FinetuneConfig options beyond the shared ones).
+FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ppo": ("PPO on constants + teacher term", dict(search="gradient", optimizer="ppo")),
+    "reward-only": ("PPO on constants, reward only",
+                    dict(search="gradient", optimizer="ppo", expert_coef=0.0,
+                         expert_coef_final=0.0)),
+    "cmaes": ("CMA-ES on constants", dict(search="gradient", optimizer="cmaes")),
+    "evolve": ("evolve with the constants variation", dict(search="evolve")),
 }
 
 
@@ -72,6 +74,13 @@ class ResultsConfig:
     evolve_generations: int = arg(3, "evolve row: generations")
     p_gradient: float = arg(0.5, "evolve row: probability of the constants variation")
     select_episodes: int = arg(3, "fine-tuning: selection games (seeded apart)")
+    start: tuple[str, ...] = arg((), "policy.json files played and fine-tuned beside the "
+                                     "distilled forests, under each perception (their object "
+                                     "types must be its detector's)")
+    finetunes: tuple[str, ...] = arg(tuple(FINETUNES), "fine-tuning rows, of: "
+                                     + ", ".join(FINETUNES))
+    finetune_distilled: bool = arg(True, "fine-tune the distilled forests too (not only the "
+                                         "--start policies)")
     tune_trials: int = arg(6, "Optuna trials of the return-objective search (0: no row)")
     tune_episodes: int = arg(2, "games per Optuna trial")
     quick: bool = arg(False, "a spot check in minutes: one seed, 3 evaluation games, one "
@@ -82,6 +91,13 @@ class ResultsConfig:
     def __post_init__(self) -> None:
         if not self.detectors or not self.seeds:
             raise UserError("--detectors and --seeds need at least one value")
+        unknown = sorted(set(self.finetunes) - set(FINETUNES))
+        if unknown:
+            raise UserError(f"unknown --finetunes {', '.join(unknown)}; choose from "
+                            f"{', '.join(FINETUNES)}")
+        for path in self.start:
+            if not Path(path).is_file():
+                raise UserError(f"--start {path} is not a policy.json file")
         if not 0 <= self.p_gradient <= 0.8:
             raise UserError("--p-gradient must be in [0, 0.8] (the mutations keep 0.2)")
         if min(self.eval_episodes, self.dataset_episodes, self.finetune_steps, self.restarts,
@@ -192,10 +208,30 @@ def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, An
             "p_crossover": round(max(0.0, 0.8 - cfg.p_gradient), 6)}
 
 
+def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, detector_ref: str,
+                  start: str, prefix: str, data_path: str, split: distill.Split, seed: int
+                  ) -> None:
+    """The chosen fine-tunings of the policy at ``start`` (a run folder or policy.json), one
+    seed, each a row ``prefix: <method>``."""
+    label = Path(perception.detector.name).name
+    for key in cfg.finetunes:
+        method, options = FINETUNES[key]
+        fcfg = finetune.FinetuneConfig(
+            policy=start, teacher=str(table.teacher_run.path), detector=detector_ref,
+            dataset=data_path, seed=seed, eval_episodes=0, max_steps=cfg.finetune_max_steps,
+            select_episodes=cfg.select_episodes, device="cpu", progress=False, **options,
+            **finetune_budget(cfg, options), runs_dir=cfg.runs_dir, name=cfg.name)
+        ft_run, ft_s = _timed(lambda: finetune.run(fcfg))
+        tuned = SymbolicPolicy.load(ft_run.path / POLICY)
+        table.add(label, f"{prefix}: {method}", table.play(tuned, perception),
+                  _agreement(tuned, split), _nodes(tuned), int(tuned.metrics.get("env_steps", 0)),
+                  ft_s, str(ft_run.path))
+
+
 def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: str,
                     detector: Detector) -> None:
     """Every row of one perception: dataset, then per seed distillation, baseline and
-    fine-tunings, then the Optuna search."""
+    fine-tunings, the given policies and their fine-tunings, then the Optuna search."""
     perception, label = Perception(detector), Path(detector.name).name
     common = dict(runs_dir=cfg.runs_dir, name=cfg.name)
     data_run, seconds = _timed(lambda: dataset.run(dataset.DatasetConfig(
@@ -204,6 +240,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
     data_path = str(data_run.path)
     data = DatasetArrays.open(data_run.path)
     run_.manifest.setdefault("datasets", {})[label] = data_path
+    starts = [(path, SymbolicPolicy.load(Path(path))) for path in cfg.start]
     for seed in cfg.seeds:
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
                                      population_size=cfg.population_size,
@@ -216,18 +253,18 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         table.add(label, "decision tree, same size (VIPER-style)", table.play(dt, perception),
                   _agreement(dt, split), dt_nodes / policy.n_actions, data.n_records, 0.0,
                   None)
-        for method, options in FINETUNES.items():
-            fcfg = finetune.FinetuneConfig(
-                policy=str(dist_run.path), teacher=str(table.teacher_run.path),
-                detector=detector_ref, dataset=data_path, seed=seed, eval_episodes=0,
-                max_steps=cfg.finetune_max_steps, select_episodes=cfg.select_episodes,
-                device="cpu", progress=False, **options, **finetune_budget(cfg, options),
-                **common)
-            ft_run, ft_s = _timed(lambda: finetune.run(fcfg))
-            tuned = SymbolicPolicy.load(ft_run.path / POLICY)
-            table.add(label, method, table.play(tuned, perception), _agreement(tuned, split),
-                      _nodes(tuned), int(tuned.metrics.get("env_steps", 0)), ft_s,
-                      str(ft_run.path))
+        if cfg.finetune_distilled:
+            finetune_rows(cfg, table, perception, detector_ref, str(dist_run.path), "fine-tuned",
+                          data_path, split, seed)
+        for path, given in starts:
+            name = Path(path).stem
+            given_split = distill.split_episodes(data, given.layout, dcfg.validation_fraction,
+                                                 seed)
+            if seed == cfg.seeds[0]:
+                table.add(label, f"given: {name}", table.play(given, perception),
+                          _agreement(given, given_split), _nodes(given), 0, 0.0, path)
+            finetune_rows(cfg, table, perception, detector_ref, path, f"fine-tuned from {name}",
+                          data_path, given_split, seed)
     if cfg.tune_trials:
         tune_rows(cfg, table, run_, data_path, data, label, perception)
 
@@ -278,6 +315,13 @@ def run(cfg: ResultsConfig) -> Run:
     teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
     detectors = [load_detector(ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
                                device="cpu") for ref in cfg.detectors]
+    for path in cfg.start:
+        given = SymbolicPolicy.load(Path(path))
+        if not same_game(given.env_id, teacher_run.env_id):
+            raise UserError(f"--start {path} plays {given.env_id}, the teacher "
+                            f"{teacher_run.env_id}")
+        for ref, detector in zip(cfg.detectors, detectors):
+            check_object_types(given.layout.type_names, detector, path, ref)
     run_ = Run.create(cfg.runs_dir, STAGE, teacher_run.env_id, cfg.name, cfg.seeds[0], cfg)
     table = Table(cfg, teacher_run)
     with run_.failing():

@@ -13,10 +13,12 @@ from __future__ import annotations
 import multiprocessing
 import warnings
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
 import yaml
+import sqlalchemy
 from sqlalchemy.exc import SQLAlchemyError
 
 from diffses.arrays import DatasetArrays
@@ -145,6 +147,30 @@ def study_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
                                           grace_period=2 * heartbeat)
 
 
+def fail_dead_trials(study: optuna.Study, storage: optuna.storages.RDBStorage,
+                     grace: float) -> list[int]:
+    """Fail the running trials whose worker died: those silent for ``grace`` seconds
+    (Optuna's heartbeat check) and those that never sent a heartbeat though they started
+    ``grace`` seconds ago (a worker killed between creating a trial and its first heartbeat,
+    which Optuna's check never fails). Returns the failed trials' numbers."""
+    running = (optuna.trial.TrialState.RUNNING,)
+    before = {t.number for t in study.get_trials(deepcopy=False, states=running)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    with storage.engine.connect() as con:
+        unheard = {row[0] for row in con.execute(sqlalchemy.text(
+            "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h "
+            "ON h.trial_id = t.trial_id WHERE t.study_id = :study AND t.state = 'RUNNING' "
+            "AND h.trial_id IS NULL"), {"study": study_id})}
+    cutoff = datetime.now() - timedelta(seconds=grace)
+    for trial in study.get_trials(deepcopy=False, states=running):
+        if trial._trial_id in unheard and trial.datetime_start and trial.datetime_start < cutoff:
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return sorted(before - {t.number for t in study.get_trials(deepcopy=False, states=running)})
+
+
 def _optimize(cfg: TuneConfig, storage: str, target: int, worker: int) -> None:
     """One worker: run trials on the shared study until it holds ``target`` finished trials."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -199,12 +225,13 @@ def run(cfg: TuneConfig) -> Run:
     run_.save()
     with run_.failing():
         run_.add_input("dataset", data.path)
-        study = optuna.create_study(study_name=cfg.study_name,
-                                    storage=study_storage(storage, cfg.heartbeat),
+        rdb = study_storage(storage, cfg.heartbeat)
+        study = optuna.create_study(study_name=cfg.study_name, storage=rdb,
                                     direction="maximize", load_if_exists=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        dead = fail_dead_trials(study, rdb, 2 * cfg.heartbeat)
+        if dead:
+            print(f"[tune] trial(s) {', '.join(map(str, dead))} marked failed: their worker "
+                  "stopped sending heartbeats")
         finished = [t for t in study.trials if t.state.is_finished()]
         target = len(finished) + cfg.n_trials
         print(f"[tune] study '{cfg.study_name}' at {storage}: {len(finished)} trials so far, "

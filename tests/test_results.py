@@ -11,7 +11,10 @@ from sklearn.tree import DecisionTreeClassifier
 from conftest import run_cli
 from diffses.figures import FiguresConfig
 from diffses.figures import run as make_figures
+from diffses.detection import load_detector
 from diffses.distill import tree_forest
+from diffses.features import FeatureLayout
+from diffses.policy import SymbolicPolicy
 from diffses.results import FINETUNES, ResultsConfig, run
 from planted import rule_dataset
 from see.tree import logits
@@ -27,18 +30,40 @@ def test_decision_tree_forest_acts_like_the_tree():
     assert (np.argmax(logits(forest, X), axis=1) == model.predict(X)).all()
 
 
+def tracking_policy(env_id: str, path: Path) -> Path:
+    """A hand-written Pong policy on OCAtari objects: UP/DOWN by the ball's height over the
+    player's."""
+    detector = load_detector("ocatari", env_id=env_id)
+    layout = FeatureLayout(detector.type_names, {t: 1 for t in detector.type_names}, (210, 160))
+    ball, player = layout.names.index("ball0_y"), layout.names.index("player0_y")
+    up = [{"f": "sub"}, {"x": player}, {"x": ball}]
+    down = [{"f": "sub"}, {"x": ball}, {"x": player}]
+    meanings = ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
+    trees = [[{"c": 0.0}], [{"c": -1.0}], up, down, [{"c": -1.0}], [{"c": -1.0}]]
+    SymbolicPolicy(trees, layout, meanings, env_id, ["sub"]).save(path)
+    return path
+
+
 def test_results_table_end_to_end(teacher_run, tmp_path):
+    start = tracking_policy(teacher_run.env_id, tmp_path / "pong_tracking.json")
     cfg = ResultsConfig(teacher=str(teacher_run.path), detectors=("ocatari",), seeds=(0,),
                         eval_episodes=2, eval_max_steps=30, dataset_episodes=1,
                         population_size=30, generations=2, restarts=1, finetune_steps=64,
                         finetune_max_steps=20, evolve_population=2, evolve_generations=2,
                         select_episodes=1, tune_trials=1, tune_episodes=1,
+                        start=(str(start),), finetunes=("ppo", "reward-only", "cmaes"),
                         runs_dir=str(tmp_path))
     done = run(cfg)
     result = json.loads((done.path / "results.json").read_text())
     methods = [row["method"] for row in result["rows"]]
-    assert methods[0] == "teacher (pixel PPO)" and len(methods) == 3 + len(FINETUNES) + 1
-    assert set(FINETUNES) <= set(methods)
+    labels = [FINETUNES[key][0] for key in cfg.finetunes]
+    tuned = [f"fine-tuned: {label}" for label in labels]
+    from_start = [f"fine-tuned from pong_tracking: {label}" for label in labels]
+    assert methods == ["teacher (pixel PPO)", "distilled forest (gplearn)",
+                       "decision tree, same size (VIPER-style)", *tuned,
+                       "given: pong_tracking", *from_start, "distilled, Optuna best of 1 (return)"]
+    given = json.loads((Path(result["rows"][3 + len(labels)]["runs"][0])).read_text())
+    assert given["trees"][2]["infix"] == "player0_y - ball0_y"
     assert result["eval_seeds"] == [5000, 5001]
     for row in result["rows"]:
         assert len(row["returns"]) == 2 and np.isclose(row["mean"], np.mean(row["returns"]))
@@ -46,7 +71,7 @@ def test_results_table_end_to_end(teacher_run, tmp_path):
     assert all(m in table for m in methods)
     by_method = {row["method"]: row for row in result["rows"]}
     guided, unguided = (json.loads((Path(by_method[m]["runs"][0]) / "history.json").read_text())
-                        ["history"] for m in list(FINETUNES)[:2])
+                        ["history"] for m in tuned[:2])
     assert all(h["expert_loss"] is not None for h in guided)
     assert all(h["expert_loss"] is None and h["agreement"] is None for h in unguided)
     figures = make_figures(FiguresConfig(teachers=(str(teacher_run.path),), results=str(done.path),
@@ -56,8 +81,16 @@ def test_results_table_end_to_end(teacher_run, tmp_path):
             "formula_sizes.png", "finetune_curves.png"} <= names
 
 
-def test_results_cli_refuses_a_missing_detector(teacher_run, tmp_path):
+def test_results_cli_refuses_a_missing_detector_and_bad_starts(teacher_run, tmp_path):
     proc = run_cli("results.py", "--teacher", str(teacher_run.path), "--detectors",
                    str(tmp_path / "nope.pt"), "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "nope.pt does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = run_cli("results.py", "--teacher", str(teacher_run.path), "--finetunes", "sgd",
+                   "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "unknown --finetunes sgd" in proc.stderr
+    breakout = Path(__file__).resolve().parent.parent / "docs/policies/breakout_tracking.json"
+    proc = run_cli("results.py", "--teacher", str(teacher_run.path), "--detectors", "ocatari",
+                   "--start", str(breakout), "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "plays BreakoutNoFrameskip-v4" in proc.stderr
+    assert not (tmp_path / "results").exists()

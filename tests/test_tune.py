@@ -18,7 +18,7 @@ import yaml
 
 from conftest import ROOT, run_cli
 from diffses.errors import UserError
-from diffses.tune import TuneConfig, run
+from diffses.tune import TuneConfig, fail_dead_trials, run, study_storage
 from planted import write_planted
 
 TINY = dict(max_population=40, max_generations=3)
@@ -78,6 +78,21 @@ def test_bad_tuning_input_is_refused(planted_file, tmp_path):
                    "nosuchdb://x", "--runs-dir", str(tmp_path), "--n-trials", "1")
     assert proc.returncode == 2 and "cannot open the study storage" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_that_never_sent_a_heartbeat_is_failed_once_past_the_grace(tmp_path):
+    storage = study_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    unheard, beating = study.ask(), study.ask()
+    storage.record_heartbeat(beating._trial_id)
+    assert fail_dead_trials(study, storage, grace=60) == []
+    study.tell(beating, 1.0)
+    time.sleep(0.05)
+    assert fail_dead_trials(study, storage, grace=0.01) == [unheard.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {unheard.number: optuna.trial.TrialState.FAIL,
+                      beating.number: optuna.trial.TrialState.COMPLETE}
 
 
 def kill_mid_trial_and_resume(planted_file, tmp_path, extra: list[str],
