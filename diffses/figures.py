@@ -38,8 +38,10 @@ class FiguresConfig:
     teachers: tuple[str, ...] = arg(("pretrained/pong_teacher", "pretrained/breakout_teacher"),
                                     "teacher runs (their TensorBoard logs) or shipped teachers "
                                     "(their learning_curve.png)")
-    results: str | None = arg("latest", "results run folder or 'latest' (none: skipped)")
-    transfer: str | None = arg("latest", "transfer run folder or 'latest' (none: skipped)")
+    results: tuple[str, ...] = arg(("latest",), "results run folders or 'latest' (none: "
+                                                "skipped); figures are named by game")
+    transfer: tuple[str, ...] = arg(("latest",), "transfer run folders or 'latest' (none: "
+                                                 "skipped); figures are named by game")
     space_eval: str | None = arg(None, "folder of a SPACE evaluation (its box grid PNG)")
     video_policy: str | None = arg(None, "a symbolic policy (run or policy.json) to film: one "
                                          "game beside its teacher, as <game>_symbolic.gif")
@@ -114,22 +116,27 @@ def sizes_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
     return save_figure(fig, path, ("png", "svg"))
 
 
-def _run_or_none(ref: str | None, stage: str, runs_dir: str) -> Run | None:
-    if ref is None:
-        return None
-    try:
-        return resolve_run(ref, stage, runs_dir)
-    except UserError:
-        if ref == "latest":
+def _runs(refs: tuple[str, ...], stage: str, runs_dir: str) -> list[Run]:
+    """The runs named; 'latest' with no run of the stage yet is skipped with a line."""
+    out = []
+    for ref in refs:
+        try:
+            out.append(resolve_run(ref, stage, runs_dir))
+        except UserError:
+            if ref != "latest":
+                raise
             print(f"[figures] no {stage} run yet: its figures are skipped")
-            return None
-        raise
+    return out
+
+
+def _game(env_id: str) -> str:
+    return resolve_env(env_id).game.lower()
 
 
 def film(cfg: FiguresConfig, folder: Path) -> Path:
     """One game of ``cfg.video_policy`` beside its teacher, as a GIF."""
     policy, teacher, detector = load_player(cfg.video_policy, cfg.runs_dir)
-    target = folder / f"{resolve_env(teacher.env_id).game.lower()}_symbolic.gif"
+    target = folder / f"{_game(teacher.env_id)}_symbolic.gif"
     video, _, _ = record(policy, Perception(detector), teacher, cfg.video_seed, target,
                          cfg.video_steps, load_teacher(teacher, "cpu"))
     return video
@@ -142,7 +149,7 @@ def run(cfg: FiguresConfig) -> Run:
     with run_.failing():
         for ref in cfg.teachers:
             teacher = resolve_run(ref, "teacher", cfg.runs_dir)
-            target = run_.path / f"teacher_{resolve_env(teacher.env_id).game.lower()}.png"
+            target = run_.path / f"teacher_{_game(teacher.env_id)}.png"
             if (teacher.path / "learning_curve.png").is_file():
                 made.append(Path(shutil.copyfile(teacher.path / "learning_curve.png", target)))
                 continue
@@ -151,17 +158,16 @@ def run(cfg: FiguresConfig) -> Run:
                                                  teacher.env_id))
             except UserError as err:
                 print(f"[figures] no learning curve for {teacher.path}: {err}")
-        results = _run_or_none(cfg.results, "results", cfg.runs_dir)
-        if results is not None:
+        for results in _runs(cfg.results, "results", cfg.runs_dir):
             table = json.loads((results.path / "results.json").read_text())
-            made += returns_chart(table, run_.path / "results_returns")
-            made += finetune_chart(table, run_.path / "finetune_curves") or []
-            made += sizes_chart(table, run_.path / "formula_sizes") or []
-        transfer = _run_or_none(cfg.transfer, "transfer", cfg.runs_dir)
-        if transfer is not None:
+            game = _game(table["env_id"])
+            made += returns_chart(table, run_.path / f"results_returns_{game}")
+            made += finetune_chart(table, run_.path / f"finetune_curves_{game}") or []
+            made += sizes_chart(table, run_.path / f"formula_sizes_{game}") or []
+        for transfer in _runs(cfg.transfer, "transfer", cfg.runs_dir):
             out = json.loads((transfer.path / "transfer.json").read_text())
-            transfer_chart(out, run_.path / "transfer.png")
-            made.append(run_.path / "transfer.png")
+            made.append(run_.path / f"transfer_{_game(out['source'])}.png")
+            transfer_chart(out, made[-1])
         if cfg.space_eval:
             grids = sorted(Path(cfg.space_eval).glob("*.png"))
             if not grids:

@@ -74,11 +74,12 @@ def test_results_table_end_to_end(teacher_run, tmp_path):
                         ["history"] for m in tuned[:2])
     assert all(h["expert_loss"] is not None for h in guided)
     assert all(h["expert_loss"] is None and h["agreement"] is None for h in unguided)
-    figures = make_figures(FiguresConfig(teachers=(str(teacher_run.path),), results=str(done.path),
-                                         transfer=None, runs_dir=str(tmp_path)))
+    figures = make_figures(FiguresConfig(teachers=(str(teacher_run.path),),
+                                         results=(str(done.path),), transfer=(),
+                                         runs_dir=str(tmp_path)))
     names = {p.name for p in figures.path.iterdir()}
-    assert {"results_returns.png", "results_returns.svg",
-            "formula_sizes.png", "finetune_curves.png"} <= names
+    assert {"results_returns_pong.png", "results_returns_pong.svg",
+            "formula_sizes_pong.png", "finetune_curves_pong.png"} <= names
 
 
 def test_results_cli_refuses_a_missing_detector_and_bad_starts(teacher_run, tmp_path):
