@@ -29,14 +29,16 @@ from diffses.cli import arg
 from diffses.detection import Detector, check_object_types, load_detector
 from diffses.envs import same_game
 from diffses.errors import UserError
-from diffses.io import atomic_write_text
+from diffses.io import atomic_write_json, atomic_write_text
 from diffses.perception import Perception
 from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
-from diffses.runs import Run, jsonable, resolve_run
+from diffses.runs import Run, jsonable, resolve_run, resume_config
 from diffses.teacher import load_teacher
 
 STAGE = "results"
+#: Each finished step's outcome (dataset path, row), read back by ``--resume``.
+STEPS = "steps.json"
 
 #: Fine-tuning rows by name: (label, FinetuneConfig options beyond the shared ones).
 FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -85,6 +87,8 @@ class ResultsConfig:
     tune_episodes: int = arg(2, "games per Optuna trial")
     quick: bool = arg(False, "a spot check in minutes: one seed, 3 evaluation games, one "
                              "dataset game, small searches (not a result)")
+    resume: str | None = arg(None, "continue a killed results run (its folder): the datasets, "
+                                   "distillations and rows it finished are kept")
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("results", "run name, part of the run folder's name")
 
@@ -143,16 +147,43 @@ class Row:
 
 
 class Table:
-    """Collects rows, evaluating each policy on the shared evaluation games."""
+    """Collects rows, evaluating each policy on the shared evaluation games. Every step's
+    outcome (a dataset, a row) is kept in steps.json as it is done, so a resumed run skips
+    it."""
 
-    def __init__(self, cfg: ResultsConfig, teacher_run: Run):
+    def __init__(self, cfg: ResultsConfig, teacher_run: Run, folder: Path):
         self.cfg, self.teacher_run = cfg, teacher_run
         self.seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         self.rows: dict[tuple[str, str], Row] = {}
+        self.steps_path = folder / STEPS
+        self.steps: dict[str, dict[str, Any]] = (json.loads(self.steps_path.read_text())
+                                                 if self.steps_path.is_file() else {})
 
     def play(self, policy: SymbolicPolicy, perception: Perception) -> list[float]:
         return play_symbolic(policy, perception, self.teacher_run, self.seeds,
                              self.cfg.eval_max_steps)
+
+    def once(self, key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``fn()``, unless this run (before a kill) already did it: then what it gave."""
+        if key not in self.steps:
+            self.steps[key] = jsonable(fn())
+            atomic_write_json(self.steps_path, self.steps)
+        return self.steps[key]
+
+    def row(self, key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Measure a row once (``fn`` gives :meth:`add`'s arguments) and add it."""
+        entry = self.once(key, fn)
+        self.add(**entry)
+        return entry
+
+    def measure(self, perception: Perception, method: str, policy: SymbolicPolicy,
+                split: distill.Split, env_steps: int, seconds: float, run_path: str | None,
+                nodes: float | None = None) -> dict[str, Any]:
+        """A symbolic policy's row: its games, held-out agreement and size."""
+        return dict(perception=Path(perception.detector.name).name, method=method,
+                    returns=self.play(policy, perception), agreement=_agreement(policy, split),
+                    nodes=_nodes(policy) if nodes is None else nodes, env_steps=env_steps,
+                    seconds=seconds, run_path=run_path)
 
     def add(self, perception: str, method: str, returns: list[float],
             agreement: float | None, nodes: float | None, env_steps: int, seconds: float,
@@ -186,13 +217,21 @@ def _agreement(policy: SymbolicPolicy, split: distill.Split) -> float:
     return float((policy.act(split.X_val) == split.a_val).mean())
 
 
-def _distil(dcfg: distill.DistillConfig, data: DatasetArrays
-            ) -> tuple[Run, SymbolicPolicy, distill.Split, float]:
-    """Distil (a run folder of its own), and the policy with its train/validation split."""
-    dist_run, seconds = _timed(lambda: distill.run(dcfg))
-    policy = SymbolicPolicy.load(dist_run.path / POLICY)
+def _distilled(table: Table, perception: Perception, method: str,
+               dcfg: distill.DistillConfig, data: DatasetArrays, extra_seconds: float = 0.0
+               ) -> tuple[SymbolicPolicy, distill.Split, str]:
+    """Distil (a run folder of its own) and add its row, once; the policy, its train/validation
+    split and its run folder."""
+    def measured() -> dict[str, Any]:
+        dist_run, seconds = _timed(lambda: distill.run(dcfg))
+        policy = SymbolicPolicy.load(dist_run.path / POLICY)
+        split = distill.split_episodes(data, policy.layout, dcfg.validation_fraction, dcfg.seed)
+        return table.measure(perception, method, policy, split, data.n_records,
+                             extra_seconds + seconds, str(dist_run.path))
+    folder = table.row(f"{perception.detector.name}/s{dcfg.seed}/{method}", measured)["run_path"]
+    policy = SymbolicPolicy.load(Path(folder) / POLICY)
     split = distill.split_episodes(data, policy.layout, dcfg.validation_fraction, dcfg.seed)
-    return dist_run, policy, split, seconds
+    return policy, split, folder
 
 
 def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +252,6 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
                   ) -> None:
     """The chosen fine-tunings of the policy at ``start`` (a run folder or policy.json), one
     seed, each a row ``prefix: <method>``."""
-    label = Path(perception.detector.name).name
     for key in cfg.finetunes:
         method, options = FINETUNES[key]
         fcfg = finetune.FinetuneConfig(
@@ -221,11 +259,13 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
             dataset=data_path, seed=seed, eval_episodes=0, max_steps=cfg.finetune_max_steps,
             select_episodes=cfg.select_episodes, device="cpu", progress=False, **options,
             **finetune_budget(cfg, options), runs_dir=cfg.runs_dir, name=cfg.name)
-        ft_run, ft_s = _timed(lambda: finetune.run(fcfg))
-        tuned = SymbolicPolicy.load(ft_run.path / POLICY)
-        table.add(label, f"{prefix}: {method}", table.play(tuned, perception),
-                  _agreement(tuned, split), _nodes(tuned), int(tuned.metrics.get("env_steps", 0)),
-                  ft_s, str(ft_run.path))
+
+        def measured() -> dict[str, Any]:
+            ft_run, ft_s = _timed(lambda: finetune.run(fcfg))
+            tuned = SymbolicPolicy.load(ft_run.path / POLICY)
+            return table.measure(perception, f"{prefix}: {method}", tuned, split,
+                                 int(tuned.metrics.get("env_steps", 0)), ft_s, str(ft_run.path))
+        table.row(f"{perception.detector.name}/s{seed}/{prefix}: {method}", measured)
 
 
 def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: str,
@@ -234,61 +274,65 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
     fine-tunings, the given policies and their fine-tunings, then the Optuna search."""
     perception, label = Perception(detector), Path(detector.name).name
     common = dict(runs_dir=cfg.runs_dir, name=cfg.name)
-    data_run, seconds = _timed(lambda: dataset.run(dataset.DatasetConfig(
-        teacher=str(table.teacher_run.path), detector=detector_ref,
-        episodes=cfg.dataset_episodes, device="cpu", progress=False, **common)))
-    data_path = str(data_run.path)
-    data = DatasetArrays.open(data_run.path)
+    data_path = table.once(f"{detector.name}/dataset", lambda: {"path": str(dataset.run(
+        dataset.DatasetConfig(teacher=str(table.teacher_run.path), detector=detector_ref,
+                              episodes=cfg.dataset_episodes, device="cpu", progress=False,
+                              **common)).path)})["path"]
+    data = DatasetArrays.open(data_path)
     run_.manifest.setdefault("datasets", {})[label] = data_path
+    run_.save()
     starts = [(path, SymbolicPolicy.load(Path(path))) for path in cfg.start]
     for seed in cfg.seeds:
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
                                      population_size=cfg.population_size,
                                      restarts=cfg.restarts, **common)
-        dist_run, policy, split, fit_s = _distil(dcfg, data)
-        table.add(label, "distilled forest (gplearn)", table.play(policy, perception),
-                  _agreement(policy, split), _nodes(policy), data.n_records, fit_s,
-                  str(dist_run.path))
-        dt, dt_nodes = distill.decision_tree_policy(policy, split, seed)
-        table.add(label, "decision tree, same size (VIPER-style)", table.play(dt, perception),
-                  _agreement(dt, split), dt_nodes / policy.n_actions, data.n_records, 0.0,
-                  None)
+        policy, split, dist_path = _distilled(table, perception, "distilled forest (gplearn)",
+                                              dcfg, data)
+
+        def tree_row() -> dict[str, Any]:
+            dt, dt_nodes = distill.decision_tree_policy(policy, split, seed)
+            return table.measure(perception, "decision tree, same size (VIPER-style)", dt,
+                                 split, data.n_records, 0.0, None, dt_nodes / policy.n_actions)
+        table.row(f"{detector.name}/s{seed}/decision tree", tree_row)
         if cfg.finetune_distilled:
-            finetune_rows(cfg, table, perception, detector_ref, str(dist_run.path), "fine-tuned",
+            finetune_rows(cfg, table, perception, detector_ref, dist_path, "fine-tuned",
                           data_path, split, seed)
         for path, given in starts:
             name = Path(path).stem
             given_split = distill.split_episodes(data, given.layout, dcfg.validation_fraction,
                                                  seed)
             if seed == cfg.seeds[0]:
-                table.add(label, f"given: {name}", table.play(given, perception),
-                          _agreement(given, given_split), _nodes(given), 0, 0.0, path)
+                table.row(f"{detector.name}/given: {name}", lambda: table.measure(
+                    perception, f"given: {name}", given, given_split, 0, 0.0, path))
             finetune_rows(cfg, table, perception, detector_ref, path, f"fine-tuned from {name}",
                           data_path, given_split, seed)
     if cfg.tune_trials:
-        tune_rows(cfg, table, run_, data_path, data, label, perception)
+        tune_rows(cfg, table, run_, data_path, data, perception)
 
 
 def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data: DatasetArrays,
-              label: str, perception: Perception) -> None:
+              perception: Perception) -> None:
     """The Optuna search over distillation for return, and its best options re-distilled."""
-    base = run_.path / f"tune_base_{len(run_.manifest.get('tunes', []))}.yaml"
-    atomic_write_text(base, yaml.safe_dump({
-        "eval_episodes": cfg.tune_episodes, "eval_max_steps": cfg.finetune_max_steps,
-        "restarts": 1, "teacher": str(table.teacher_run.path)}))
-    tcfg = tune.TuneConfig(dataset=data_path, objective="return", distill_config=str(base),
-                           n_trials=cfg.tune_trials, max_population=max(10, cfg.population_size),
-                           max_generations=max(2, cfg.generations), seed=cfg.seeds[0],
-                           runs_dir=cfg.runs_dir, name=cfg.name)
-    tune_run, tune_s = _timed(lambda: tune.run(tcfg))
-    run_.manifest.setdefault("tunes", []).append(str(tune_run.path))
-    best = yaml.safe_load((tune_run.path / "best.yaml").read_text())
+    def searched() -> dict[str, Any]:
+        base = run_.path / f"tune_base_{len(run_.manifest.get('tunes', []))}.yaml"
+        atomic_write_text(base, yaml.safe_dump({
+            "eval_episodes": cfg.tune_episodes, "eval_max_steps": cfg.finetune_max_steps,
+            "restarts": 1, "teacher": str(table.teacher_run.path)}))
+        tcfg = tune.TuneConfig(dataset=data_path, objective="return", distill_config=str(base),
+                               n_trials=cfg.tune_trials,
+                               max_population=max(10, cfg.population_size),
+                               max_generations=max(2, cfg.generations), seed=cfg.seeds[0],
+                               runs_dir=cfg.runs_dir, name=cfg.name)
+        tune_run, seconds = _timed(lambda: tune.run(tcfg))
+        run_.manifest.setdefault("tunes", []).append(str(tune_run.path))
+        run_.save()
+        return {"path": str(tune_run.path), "seconds": seconds}
+    search = table.once(f"{perception.detector.name}/tune", searched)
+    best = yaml.safe_load((Path(search["path"]) / "best.yaml").read_text())
     best.update(dataset=data_path, seed=cfg.seeds[0], eval_episodes=0, runs_dir=cfg.runs_dir,
                 name=cfg.name)
-    dist_run, policy, split, fit_s = _distil(distill.DistillConfig(**best), data)
-    table.add(label, f"distilled, Optuna best of {cfg.tune_trials} (return)",
-              table.play(policy, perception), _agreement(policy, split), _nodes(policy),
-              data.n_records, tune_s + fit_s, str(dist_run.path))
+    _distilled(table, perception, f"distilled, Optuna best of {cfg.tune_trials} (return)",
+               distill.DistillConfig(**best), data, search["seconds"])
 
 
 def markdown(cfg: ResultsConfig, env_id: str, rows: list[dict[str, Any]]) -> str:
@@ -310,7 +354,11 @@ def markdown(cfg: ResultsConfig, env_id: str, rows: list[dict[str, Any]]) -> str
 
 
 def run(cfg: ResultsConfig) -> Run:
-    """Every row for every perception; writes results.json and results.md."""
+    """Every row for every perception; writes results.json and results.md. With ``resume``,
+    the killed run's config and finished steps."""
+    resumed = None
+    if cfg.resume:
+        cfg, resumed = resume_config(ResultsConfig, cfg.resume, STAGE, cfg.runs_dir, False)
     cfg = cfg.effective()
     teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
     detectors = [load_detector(ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
@@ -322,15 +370,23 @@ def run(cfg: ResultsConfig) -> Run:
                             f"{teacher_run.env_id}")
         for ref, detector in zip(cfg.detectors, detectors):
             check_object_types(given.layout.type_names, detector, path, ref)
-    run_ = Run.create(cfg.runs_dir, STAGE, teacher_run.env_id, cfg.name, cfg.seeds[0], cfg)
-    table = Table(cfg, teacher_run)
+    if resumed is None:
+        run_ = Run.create(cfg.runs_dir, STAGE, teacher_run.env_id, cfg.name, cfg.seeds[0], cfg)
+    else:
+        run_ = resumed
+        run_.manifest["status"] = "running"
+        run_.save()
+    table = Table(cfg, teacher_run, run_.path)
     with run_.failing():
-        model = load_teacher(teacher_run, "cpu")
-        returns, seconds = _timed(lambda: play_episodes(
-            teacher_run, table.seeds, greedy_teacher(model), {}, cfg.eval_max_steps))
-        table.add("pixels", "teacher (pixel PPO)", returns, 1.0, None,
-                  int(teacher_run.manifest.get("summary", {}).get("timesteps", 0)), seconds,
-                  str(teacher_run.path))
+        def teacher_row() -> dict[str, Any]:
+            model = load_teacher(teacher_run, "cpu")
+            returns, seconds = _timed(lambda: play_episodes(
+                teacher_run, table.seeds, greedy_teacher(model), {}, cfg.eval_max_steps))
+            return dict(perception="pixels", method="teacher (pixel PPO)", returns=returns,
+                        agreement=1.0, nodes=None, env_steps=int(teacher_run.manifest.get(
+                            "summary", {}).get("timesteps", 0)), seconds=seconds,
+                        run_path=str(teacher_run.path))
+        table.row("teacher", teacher_row)
         for ref, detector in zip(cfg.detectors, detectors):
             perception_rows(cfg, table, run_, ref, detector)
         rows = [row.to_dict() for row in table.rows.values()]

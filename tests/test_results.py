@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.tree import DecisionTreeClassifier
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from diffses.figures import FiguresConfig
 from diffses.figures import run as make_figures
 from diffses.detection import load_detector
@@ -80,6 +83,37 @@ def test_results_table_end_to_end(teacher_run, tmp_path):
     names = {p.name for p in figures.path.iterdir()}
     assert {"results_returns_pong.png", "results_returns_pong.svg",
             "formula_sizes_pong.png", "finetune_curves_pong.png"} <= names
+
+
+def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tmp_path):
+    args = [sys.executable, str(ROOT / "results.py"), "--teacher", str(teacher_run.path),
+            "--detectors", "ocatari", "--seeds", "0", "--eval-episodes", "2",
+            "--eval-max-steps", "30", "--dataset-episodes", "1", "--population-size", "30",
+            "--generations", "2", "--restarts", "1", "--finetunes", "cmaes",
+            "--finetune-steps", "64", "--finetune-max-steps", "20", "--select-episodes", "1",
+            "--tune-trials", "0", "--runs-dir", str(tmp_path)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, steps = time.monotonic() + 240, {}
+    while not any("distilled forest" in key for key in steps):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+        for path in tmp_path.glob("results/*/steps.json"):
+            steps = json.loads(path.read_text())
+    proc.kill()
+    proc.wait()
+    folder = next(tmp_path.glob("results/*"))
+    done = run(ResultsConfig(resume=str(folder), runs_dir=str(tmp_path)))
+    assert done.path == folder and done.manifest["status"] == "complete"
+    assert len(list(tmp_path.glob("distill/*"))) == len(list(tmp_path.glob("dataset/*"))) == 1
+    rows = {r["method"]: r for r in json.loads((folder / "results.json").read_text())["rows"]}
+    assert list(rows) == ["teacher (pixel PPO)", "distilled forest (gplearn)",
+                          "decision tree, same size (VIPER-style)",
+                          "fine-tuned: CMA-ES on constants"]
+    assert rows["teacher (pixel PPO)"]["returns"] == steps["teacher"]["returns"]
+    assert rows["distilled forest (gplearn)"]["runs"] == [next(
+        v["run_path"] for k, v in steps.items() if "distilled forest" in k)]
+    proc = run_cli("results.py", "--resume", str(folder), "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "is complete; nothing to resume" in proc.stderr
 
 
 def test_results_cli_refuses_a_missing_detector_and_bad_starts(teacher_run, tmp_path):
