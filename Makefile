@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout
 
 venv: $(STAMP)
 
@@ -57,6 +57,13 @@ results: $(STAMP)
 
 results-quick: $(STAMP)
 	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) --runs-dir $(RUNS) --quick
+
+# Breakout (no shipped SPACE detector): the distilled forests and the hand-written tracking
+# policy with its gains cut, each fine-tuned three ways; games capped at 2,000 agent steps.
+results-breakout: $(STAMP)
+	$(PY) results.py --teacher pretrained/breakout_teacher --detectors ocatari --tune-trials 0 \
+		--start docs/policies/breakout_tracking_untuned.json --finetunes ppo reward-only cmaes \
+		--eval-max-steps 2000 --runs-dir $(RUNS) --name breakout
 
 # Every figure from the newest results and transfer runs and the shipped teachers
 # (FIGURES_ARGS="--docs --video-policy RUN" also refreshes docs/figures and films a policy).
