@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sklearn.tree import DecisionTreeClassifier
 
 from conftest import ROOT, run_cli
@@ -16,6 +17,7 @@ from diffses.figures import FiguresConfig
 from diffses.figures import run as make_figures
 from diffses.detection import load_detector
 from diffses.distill import tree_forest
+from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
 from diffses.results import FINETUNES, ResultsConfig, run
@@ -54,7 +56,7 @@ def test_results_table_end_to_end(teacher_run, tmp_path):
                         population_size=30, generations=2, restarts=1, finetune_steps=64,
                         finetune_max_steps=20, evolve_population=2, evolve_generations=2,
                         select_episodes=1, tune_trials=1, tune_episodes=1,
-                        start=(str(start),), finetunes=("ppo", "reward-only", "cmaes"),
+                        start=(str(start),), finetunes=("ppo", "reward-only"),
                         runs_dir=str(tmp_path))
     done = run(cfg)
     result = json.loads((done.path / "results.json").read_text())
@@ -121,11 +123,12 @@ def test_results_cli_refuses_a_missing_detector_and_bad_starts(teacher_run, tmp_
                    str(tmp_path / "nope.pt"), "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "nope.pt does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = run_cli("results.py", "--teacher", str(teacher_run.path), "--finetunes", "sgd",
-                   "--runs-dir", str(tmp_path))
-    assert proc.returncode == 2 and "unknown --finetunes sgd" in proc.stderr
-    breakout = Path(__file__).resolve().parent.parent / "docs/policies/breakout_tracking.json"
-    proc = run_cli("results.py", "--teacher", str(teacher_run.path), "--detectors", "ocatari",
-                   "--start", str(breakout), "--runs-dir", str(tmp_path))
-    assert proc.returncode == 2 and "plays BreakoutNoFrameskip-v4" in proc.stderr
+    with pytest.raises(UserError, match="unknown --finetunes sgd"):
+        ResultsConfig(finetunes=("sgd",))
+    with pytest.raises(UserError, match="is not a policy.json file"):
+        ResultsConfig(start=(str(tmp_path),))
+    with pytest.raises(UserError, match="plays BreakoutNoFrameskip-v4"):
+        run(ResultsConfig(teacher=str(teacher_run.path), detectors=("ocatari",),
+                          start=(str(ROOT / "docs/policies/breakout_tracking.json"),),
+                          runs_dir=str(tmp_path)))
     assert not (tmp_path / "results").exists()
