@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def returns_chart(result: dict[str, Any], path: Path) -> list[Path]:
     """Mean return ± std of every row of a results table, one bar each."""
     plt = pyplot()
     rows = result["rows"]
-    labels = [f"{r['method']} [{r['perception']}]" for r in rows]
+    labels = [textwrap.fill(f"{r['method']} [{r['perception']}]", 48) for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
     ax.barh(y, [r["mean"] for r in rows], xerr=[r["std"] for r in rows], capsize=2,
@@ -77,14 +78,17 @@ def finetune_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
         return None
     plt = pyplot()
     fig, (ret, agree) = plt.subplots(1, 2, figsize=(11, 4))
+    colours: dict[str, str] = {}
     for method, perception, folder in runs:
         history = json.loads((folder / "history.json").read_text())["history"]
         steps = [h.get("env_steps", i) for i, h in enumerate(history)]
         label = f"{method.removeprefix('fine-tuned: ')} [{perception}]"
-        line, = ret.plot(steps, [h.get("mean_return", h.get("best_return")) for h in history],
-                         label=label)
+        first = label not in colours
+        colour = colours.setdefault(label, f"C{len(colours) % 10}")
+        ret.plot(steps, [h.get("mean_return", h.get("best_return")) for h in history],
+                 color=colour, alpha=0.8, label=label if first else None)
         if any(h.get("agreement") is not None for h in history):
-            agree.plot(steps, [h.get("agreement") for h in history], color=line.get_color())
+            agree.plot(steps, [h.get("agreement") for h in history], color=colour, alpha=0.8)
     ret.set_xlabel("env steps")
     ret.set_ylabel("return (training games)")
     agree.set_xlabel("env steps")
