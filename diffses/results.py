@@ -164,8 +164,13 @@ class Table:
                              self.cfg.eval_max_steps)
 
     def once(self, key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """``fn()``, unless this run (before a kill) already did it: then what it gave."""
-        if key not in self.steps:
+        """``fn()``, unless this run (before a kill) already did it: then what it gave (a
+        step whose run folder has since gone is done again)."""
+        done = self.steps.get(key, {})
+        gone = [p for p in (done.get("path"), done.get("run_path")) if p and not Path(p).exists()]
+        if gone:
+            print(f"[results] {gone[0]} is gone: step '{key}' is done again")
+        if key not in self.steps or gone:
             self.steps[key] = jsonable(fn())
             atomic_write_json(self.steps_path, self.steps)
         return self.steps[key]

@@ -20,7 +20,7 @@ from diffses.distill import tree_forest
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
-from diffses.results import FINETUNES, ResultsConfig, run
+from diffses.results import FINETUNES, ResultsConfig, Table, run
 from planted import rule_dataset
 from see.tree import logits
 
@@ -116,6 +116,22 @@ def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tm
         v["run_path"] for k, v in steps.items() if "distilled forest" in k)]
     proc = run_cli("results.py", "--resume", str(folder), "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "is complete; nothing to resume" in proc.stderr
+
+
+def test_a_resumed_step_whose_run_folder_is_gone_is_done_again(tmp_path):
+    table = Table(ResultsConfig(), teacher_run=None, folder=tmp_path)
+    calls = []
+
+    def step() -> dict:
+        calls.append(1)
+        folder = tmp_path / f"run{len(calls)}"
+        folder.mkdir()
+        return {"path": str(folder)}
+    assert table.once("dataset", step) == {"path": str(tmp_path / "run1")}
+    assert Table(ResultsConfig(), None, tmp_path).once("dataset", step)["path"].endswith("run1")
+    (tmp_path / "run1").rmdir()
+    assert Table(ResultsConfig(), None, tmp_path).once("dataset", step)["path"].endswith("run2")
+    assert len(calls) == 2
 
 
 def test_results_cli_refuses_a_missing_detector_and_bad_starts(teacher_run, tmp_path):
