@@ -8,7 +8,8 @@ fit; ``regressor`` mode fits the teacher's centred log-probabilities (needs
 forest is then compacted: all constants polished jointly by softmax cross-entropy, subtrees
 that do not change the agreement with the teacher pruned, constants folded. The action is
 the argmax of the trees. Records are split into train and validation by episode;
-``restarts`` independent runs keep the forest with the best validation agreement.
+``restarts`` independent runs keep the forest with the best validation agreement (a perfect
+one ends them).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-import yaml
 import sqlalchemy
+import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from diffses.arrays import DatasetArrays
