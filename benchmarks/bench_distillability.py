@@ -54,7 +54,7 @@ def main() -> None:
 
     data = DatasetArrays.open(args.dataset)
     layout = data.layout()
-    split = split_episodes(data, layout, 0.2, args.seed)
+    split = split_episodes(data, layout, DistillConfig().validation_fraction, args.seed)
     X, y, Xv, yv = split.X_train, split.a_train, split.X_val, split.a_val
     rows = [row("majority action", np.full(len(yv), np.bincount(y).argmax()), yv, 1, 0.0)]
     models: list[tuple[str, Any]] = [

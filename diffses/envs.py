@@ -76,10 +76,15 @@ def resolve_env(env_id: str) -> EnvSpec:
                     f"PongNoFrameskip-v4; Retro ids like Airstriker-Genesis-v0.")
 
 
+def game_name(env_id: str) -> str:
+    """The game an env id runs, lower case (``pong`` for ``ALE/Pong-v5``)."""
+    return resolve_env(env_id).game.lower()
+
+
 def same_game(a: str, b: str) -> bool:
     """Whether two env ids run the same game (``ALE/Pong-v5`` and ``PongNoFrameskip-v4`` do:
     the same ROM and frames, other frame skips and sticky actions)."""
-    return a == b or resolve_env(a).game.lower() == resolve_env(b).game.lower()
+    return a == b or game_name(a) == game_name(b)
 
 
 def check_retro_rom(game: str) -> None:

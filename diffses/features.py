@@ -127,12 +127,11 @@ class FeatureLayout:
         """Slots per type: the most objects of that type seen in one record (from the meta
         when it has them), capped at ``max_slots``."""
         stats = ObjectStats()
-        if not (meta and "max_objects_per_type" in meta):
-            for rec in records:
-                stats.add(rec["state"])
         if meta and "max_objects_per_type" in meta:
             seen = {int(k): int(v) for k, v in meta["max_objects_per_type"].items()}
         else:
+            for rec in records:
+                stats.add(rec["state"])
             seen = stats.counts
         slots = {t: min(n, max_slots) if max_slots else n for t, n in seen.items() if n > 0}
         names = {int(k): v for k, v in (meta or {}).get("type_names", {}).items()}

@@ -17,7 +17,7 @@ import numpy as np
 
 from diffses.cli import arg
 from diffses.curves import plot_learning_curves, pyplot, save_figure
-from diffses.envs import resolve_env
+from diffses.envs import game_name
 from diffses.errors import UserError
 from diffses.perception import Perception
 from diffses.play import load_player
@@ -133,14 +133,10 @@ def _runs(refs: tuple[str, ...], stage: str, runs_dir: str) -> list[Run]:
     return out
 
 
-def _game(env_id: str) -> str:
-    return resolve_env(env_id).game.lower()
-
-
 def film(cfg: FiguresConfig, folder: Path) -> Path:
     """One game of ``cfg.video_policy`` beside its teacher, as a GIF."""
     policy, teacher, detector = load_player(cfg.video_policy, cfg.runs_dir)
-    target = folder / f"{_game(teacher.env_id)}_symbolic.gif"
+    target = folder / f"{game_name(teacher.env_id)}_symbolic.gif"
     video, _, _ = record(policy, Perception(detector), teacher, cfg.video_seed, target,
                          cfg.video_steps, load_teacher(teacher, "cpu"))
     return video
@@ -153,7 +149,7 @@ def run(cfg: FiguresConfig) -> Run:
     with run_.failing():
         for ref in cfg.teachers:
             teacher = resolve_run(ref, "teacher", cfg.runs_dir)
-            target = run_.path / f"teacher_{_game(teacher.env_id)}.png"
+            target = run_.path / f"teacher_{game_name(teacher.env_id)}.png"
             if (teacher.path / "learning_curve.png").is_file():
                 made.append(Path(shutil.copyfile(teacher.path / "learning_curve.png", target)))
                 continue
@@ -164,13 +160,13 @@ def run(cfg: FiguresConfig) -> Run:
                 print(f"[figures] no learning curve for {teacher.path}: {err}")
         for results in _runs(cfg.results, "results", cfg.runs_dir):
             table = json.loads((results.path / "results.json").read_text())
-            game = _game(table["env_id"])
+            game = game_name(table["env_id"])
             made += returns_chart(table, run_.path / f"results_returns_{game}")
             made += finetune_chart(table, run_.path / f"finetune_curves_{game}") or []
             made += sizes_chart(table, run_.path / f"formula_sizes_{game}") or []
         for transfer in _runs(cfg.transfer, "transfer", cfg.runs_dir):
             out = json.loads((transfer.path / "transfer.json").read_text())
-            made.append(run_.path / f"transfer_{_game(out['source'])}.png")
+            made.append(run_.path / f"transfer_{game_name(out['source'])}.png")
             transfer_chart(out, made[-1])
         if cfg.space_eval:
             grids = sorted(Path(cfg.space_eval).glob("*.png"))

@@ -185,7 +185,7 @@ class Table:
                 split: distill.Split, env_steps: int, seconds: float, run_path: str | None,
                 nodes: float | None = None) -> dict[str, Any]:
         """A symbolic policy's row: its games, held-out agreement and size."""
-        return dict(perception=Path(perception.detector.name).name, method=method,
+        return dict(perception=_label(perception.detector), method=method,
                     returns=self.play(policy, perception), agreement=_agreement(policy, split),
                     nodes=_nodes(policy) if nodes is None else nodes, env_steps=env_steps,
                     seconds=seconds, run_path=run_path)
@@ -218,6 +218,11 @@ def _nodes(policy: SymbolicPolicy) -> float:
     return float(np.mean([len(t) for t in policy.trees]))
 
 
+def _label(detector: Detector) -> str:
+    """A perception's name in the table: ``ocatari`` or the SPACE checkpoint's file name."""
+    return Path(detector.name).name
+
+
 def _agreement(policy: SymbolicPolicy, split: distill.Split) -> float:
     return float((policy.act(split.X_val) == split.a_val).mean())
 
@@ -227,16 +232,17 @@ def _distilled(table: Table, perception: Perception, method: str,
                ) -> tuple[SymbolicPolicy, distill.Split, str]:
     """Distil (a run folder of its own) and add its row, once; the policy, its train/validation
     split and its run folder."""
+    def load(folder: str) -> tuple[SymbolicPolicy, distill.Split]:
+        policy = SymbolicPolicy.load(Path(folder) / POLICY)
+        return policy, distill.split_episodes(data, policy.layout, dcfg.validation_fraction,
+                                              dcfg.seed)
+
     def measured() -> dict[str, Any]:
         dist_run, seconds = _timed(lambda: distill.run(dcfg))
-        policy = SymbolicPolicy.load(dist_run.path / POLICY)
-        split = distill.split_episodes(data, policy.layout, dcfg.validation_fraction, dcfg.seed)
-        return table.measure(perception, method, policy, split, data.n_records,
+        return table.measure(perception, method, *load(str(dist_run.path)), data.n_records,
                              extra_seconds + seconds, str(dist_run.path))
     folder = table.row(f"{perception.detector.name}/s{dcfg.seed}/{method}", measured)["run_path"]
-    policy = SymbolicPolicy.load(Path(folder) / POLICY)
-    split = distill.split_episodes(data, policy.layout, dcfg.validation_fraction, dcfg.seed)
-    return policy, split, folder
+    return (*load(folder), folder)
 
 
 def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
@@ -274,10 +280,10 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
 
 
 def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: str,
-                    detector: Detector) -> None:
+                    detector: Detector, starts: dict[str, SymbolicPolicy]) -> None:
     """Every row of one perception: dataset, then per seed distillation, baseline and
     fine-tunings, the given policies and their fine-tunings, then the Optuna search."""
-    perception, label = Perception(detector), Path(detector.name).name
+    perception, label = Perception(detector), _label(detector)
     common = dict(runs_dir=cfg.runs_dir, name=cfg.name)
     data_path = table.once(f"{detector.name}/dataset", lambda: {"path": str(dataset.run(
         dataset.DatasetConfig(teacher=str(table.teacher_run.path), detector=detector_ref,
@@ -286,7 +292,6 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
     data = DatasetArrays.open(data_path)
     run_.manifest.setdefault("datasets", {})[label] = data_path
     run_.save()
-    starts = [(path, SymbolicPolicy.load(Path(path))) for path in cfg.start]
     for seed in cfg.seeds:
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
                                      population_size=cfg.population_size,
@@ -302,7 +307,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         if cfg.finetune_distilled:
             finetune_rows(cfg, table, perception, detector_ref, dist_path, "fine-tuned",
                           data_path, split, seed)
-        for path, given in starts:
+        for path, given in starts.items():
             name = Path(path).stem
             given_split = distill.split_episodes(data, given.layout, dcfg.validation_fraction,
                                                  seed)
@@ -368,8 +373,8 @@ def run(cfg: ResultsConfig) -> Run:
     teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
     detectors = [load_detector(ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
                                device="cpu") for ref in cfg.detectors]
-    for path in cfg.start:
-        given = SymbolicPolicy.load(Path(path))
+    starts = {path: SymbolicPolicy.load(Path(path)) for path in cfg.start}
+    for path, given in starts.items():
         if not same_game(given.env_id, teacher_run.env_id):
             raise UserError(f"--start {path} plays {given.env_id}, the teacher "
                             f"{teacher_run.env_id}")
@@ -393,7 +398,7 @@ def run(cfg: ResultsConfig) -> Run:
                         run_path=str(teacher_run.path))
         table.row("teacher", teacher_row)
         for ref, detector in zip(cfg.detectors, detectors):
-            perception_rows(cfg, table, run_, ref, detector)
+            perception_rows(cfg, table, run_, ref, detector, starts)
         rows = [row.to_dict() for row in table.rows.values()]
         out = {"env_id": teacher_run.env_id, "teacher": str(teacher_run.path),
                "eval_seeds": table.seeds, "config": run_.manifest.get("config"),
