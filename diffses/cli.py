@@ -207,15 +207,77 @@ def known_values(cls: type, values: dict[str, Any]) -> dict[str, Any]:
             for k, v in values.items() if k in hints}
 
 
+#: How a value of each kind is named in messages: one value, and a list of them.
+_KIND_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+               float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+def _scalar(kind: Any, value: Any) -> Any:
+    """``value`` as ``kind`` (what the flag's type would make of it), or ValueError."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                float(value).is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        return kind(value)
+    raise ValueError(value)
+
+
+def option_value(o: Option, value: Any) -> Any:
+    """A value for option ``o`` from a yaml file, checked as its flag checks a value given on
+    the command line (type, list or single value, choices); a bad one is a ValueError whose
+    message says what the option takes."""
+    args = typing.get_args(o.hint)
+    if value is None and (type(None) in args or o.default is None):
+        return None
+    kinds = [a for a in args if a not in (type(None), Ellipsis)]
+    listed = typing.get_origin(o.hint) in (tuple, list)
+    kind = kinds[0] if kinds else (str if listed else o.hint)
+    one, many = _KIND_NAMES.get(kind, (kind.__name__, kind.__name__ + " values"))
+    try:
+        if listed:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(value)
+            out: Any = tuple(_scalar(kind, v) for v in value)
+        else:
+            out = _scalar(kind, value)
+    except (TypeError, ValueError):
+        taken = f"takes a list of {many}" if listed else f"must be {one}"
+        raise ValueError(f"{taken}, not {value!r}") from None
+    items = out if listed else (out,)
+    if o.choices and any(v not in o.choices for v in items):
+        raise ValueError(f"must be one of {', '.join(map(str, o.choices))}, not {value!r}")
+    return out
+
+
 def yaml_values(cls: type, path: str | Path) -> dict[str, Any]:
     """Option values from a yaml file for the config dataclass ``cls`` (keys as option names,
-    dashes allowed); an unknown key or a file that is not a yaml mapping is a UserError."""
+    dashes allowed), checked as flags are; an unknown key, a bad value or a file that is not
+    a yaml mapping is a UserError naming the file."""
     data = read_yaml_mapping(path)
     values = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(values) - {o.name for o in options(cls)})
+    by_name = {o.name: o for o in options(cls)}
+    unknown = sorted(set(values) - set(by_name))
     if unknown:
         raise UserError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
-    return known_values(cls, values)
+    checked = {}
+    for name, value in values.items():
+        try:
+            checked[name] = option_value(by_name[name], value)
+        except ValueError as err:
+            raise UserError(f"config file {path}: {name} {err}") from None
+    return checked
 
 
 def from_yaml(cls: type[T], path: str | Path, **overrides: Any) -> T:

@@ -11,6 +11,7 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -19,9 +20,9 @@ from tqdm import tqdm
 
 from diffses.cli import arg
 from diffses.detection import load_detector
-from diffses.envs import env_info, same_game
+from diffses.envs import env_info, require_same_game
 from diffses.errors import UserError
-from diffses.io import JsonListWriter, atomic_write_json, read_json
+from diffses.io import JsonListWriter, atomic_write_json, check_file_path, read_json
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent, load_policy
 from diffses.rollout import Transition, games
@@ -30,6 +31,7 @@ from diffses.schema import DATASET, meta_path, validate_record
 from diffses.teacher import STAGE as TEACHER_STAGE
 from diffses.teacher import load_teacher, teacher_env
 from diffses.utils import resolve_device, seed_everything
+from gplearn_custom.params import require
 
 STAGE = "dataset"
 #: Written after every whole game of a build, removed when it completes.
@@ -69,6 +71,8 @@ class DatasetConfig:
         if (self.episodes is not None and self.episodes <= 0) or \
                 (self.n_steps is not None and self.n_steps <= 0) or self.batch <= 0:
             raise UserError("--episodes, --n-steps and --batch must be positive")
+        require([(self.gate > 0, "--gate must be > 0 (pixels)"),
+                 (self.max_missing >= 0, "--max-missing must be >= 0")], UserError)
 
 
 def _chunks(steps: Iterator[Transition], size: int, cfg: DatasetConfig, done: int = 0
@@ -100,6 +104,8 @@ def resolve_config(cfg: DatasetConfig) -> tuple[DatasetConfig, Run | None]:
 def run(cfg: DatasetConfig) -> Run:
     """Build the dataset (or continue a killed build); returns the finished run."""
     cfg, resumed = resolve_config(cfg)
+    if cfg.out:
+        check_file_path(cfg.out, "--out")
     teacher_run = resolve_run(cfg.teacher, TEACHER_STAGE, cfg.runs_dir)
     env_id = teacher_run.env_id
     device = resolve_device(cfg.device)
@@ -107,6 +113,12 @@ def run(cfg: DatasetConfig) -> Run:
                              hud=cfg.hud)
     perception = Perception(detector, cfg.gate, cfg.max_missing)
     facts = env_info(env_id)
+    model = load_teacher(teacher_run, device)
+    student, student_path = None, None
+    if cfg.student is not None:
+        student, student_path = load_policy(cfg.student, cfg.runs_dir)
+        require_same_game(f"--student {cfg.student}", student.env_id,
+                          f"teacher {teacher_run.path}", env_id)
     if resumed is None:
         run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
     else:
@@ -116,14 +128,7 @@ def run(cfg: DatasetConfig) -> Run:
     with run_.failing():
         run_.add_input("teacher_model", teacher_run.path / "model.zip")
         run_.manifest.update(teacher_run=str(teacher_run.path), detector=detector.name)
-        model = load_teacher(teacher_run, device)
-
-        student, student_path = None, None
-        if cfg.student is not None:
-            student, student_path = load_policy(cfg.student, cfg.runs_dir)
-            if not same_game(student.env_id, env_id):
-                raise UserError(f"--student {cfg.student} plays {student.env_id}, not "
-                                f"{env_id}")
+        if student_path is not None:
             run_.add_input("student", student_path)
 
         def game_actor(k: int) -> Callable[[np.ndarray, dict[str, Any]], int]:
@@ -174,6 +179,7 @@ def run(cfg: DatasetConfig) -> Run:
 def _copy_out(run_: Run, out: str) -> None:
     for src, dst in ((run_.path / DATASET, out), (meta_path(run_.path / DATASET),
                                                   meta_path(out))):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{dst}.partial"
         shutil.copyfile(src, tmp)
         shutil.move(tmp, dst)

@@ -17,6 +17,7 @@ factory must add to ``info`` for it.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -141,6 +142,11 @@ def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Pa
             raise UserError("the ocatari detector needs the env id")
         return OcatariDetector(env_id, hud=hud)
     from diffses.envs import same_game
+    if str(ref) != "latest" and not Path(ref).exists():
+        hint = " (did you mean ocatari?)" if difflib.get_close_matches(
+            str(ref).lower(), [OCATARI], cutoff=0.6) else ""
+        raise UserError(f"detector {ref} does not exist: give 'ocatari', a SPACE run folder "
+                        f"or checkpoint, or 'latest'{hint}")
     if Path(ref).is_file():
         detector = load_checkpoint(ref, device=device)
         trained_on = detector.env_id

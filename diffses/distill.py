@@ -25,13 +25,14 @@ from gplearn.fitness import make_fitness
 
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
+from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.io import JsonListWriter, atomic_write_json, atomic_write_text, iter_json_list
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
 from diffses.schema import DATASET, Dataset, SchemaError, meta_path
-from diffses.utils import seed_everything
+from diffses.utils import resolve_device, seed_everything
 from gplearn_custom.compact import collapse_linear, extend_linear, logistic_loss, \
     logistic_scaling, polish, prune
 from gplearn_custom.params import GPParams, require
@@ -101,6 +102,12 @@ class DistillConfig:
             (self.dagger >= 0 and self.dagger_episodes >= 1,
              "dagger must be >= 0 and dagger_episodes >= 1"),
             (0 <= self.prune_tolerance < 1, "prune_tolerance must be in [0, 1)"),
+            (self.max_slots is None or self.max_slots >= 1, "--max-slots must be at least 1"),
+            (self.n_jobs >= 1 or self.n_jobs == -1,
+             "--n-jobs must be at least 1, or -1 for every CPU"),
+            (self.eval_episodes >= 0, "--eval-episodes must be >= 0"),
+            (self.eval_max_steps is None or self.eval_max_steps >= 1,
+             "--eval-max-steps must be at least 1"),
         ], UserError)
 
     def gplearn_params(self, seed: int) -> dict[str, Any]:
@@ -377,23 +384,26 @@ def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset | Dat
     from diffses.detection import load_detector
     from diffses.perception import Perception
     from diffses.play import evaluate_side_by_side
-    teacher_ref, detector_ref = _players(cfg, data)
-    teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
+    teacher_run, detector_ref = _players(cfg, data)
     detector = load_detector(detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
                              device=cfg.device)
     return evaluate_side_by_side(policy, Perception(detector), teacher_run, cfg.eval_episodes,
                                  cfg.seed, cfg.eval_max_steps, cfg.device)
 
 
-def _players(cfg: DistillConfig, data: Dataset | DatasetArrays) -> tuple[str, str]:
+def _players(cfg: DistillConfig, data: Dataset | DatasetArrays) -> tuple[Run, str]:
     """The teacher run and detector that play with the policy: the options, else the
-    dataset's."""
+    dataset's; a teacher of another game than the dataset's is refused."""
     meta = data.meta or {}
     teacher, detector = cfg.teacher or meta.get("teacher_run"), cfg.detector or meta.get("detector")
     if not teacher or not detector:
         raise UserError("--eval-episodes and --dagger need --teacher and --detector (the "
                         "dataset's meta does not name them)")
-    return teacher, detector
+    teacher_run = resolve_run(teacher, "teacher", cfg.runs_dir)
+    if "env_id" in meta:
+        require_same_game(f"teacher {teacher_run.path}", teacher_run.env_id,
+                          f"dataset {data.path}", meta["env_id"])
+    return teacher_run, detector
 
 
 def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
@@ -403,7 +413,8 @@ def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
     games scored best (the later on ties), its metrics (with the rounds) and the aggregated
     dataset, written into the run folder."""
     from diffses import dataset as ds
-    teacher, detector = _players(cfg, data)
+    teacher_run, detector = _players(cfg, data)
+    teacher = str(teacher_run.path)
     rounds, best = [], None
     for k in range(cfg.dagger + 1):
         student = policy.save(run_.path / f"dagger_{k}" / POLICY)
@@ -451,6 +462,9 @@ def run(cfg: DistillConfig) -> Run:
     """Distil, write policy.json, print the formulas (and the played evaluation)."""
     data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir, cfg.max_slots)
     env_id = (data.meta or {}).get("env_id", "unknown")
+    resolve_device(cfg.device)
+    if cfg.eval_episodes > 0 or cfg.dagger:
+        _players(cfg, data)
     run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, flat_values(cfg))
     with run_.failing():
         run_.add_input("dataset", data.path)

@@ -83,8 +83,22 @@ def game_name(env_id: str) -> str:
 
 def same_game(a: str, b: str) -> bool:
     """Whether two env ids run the same game (``ALE/Pong-v5`` and ``PongNoFrameskip-v4`` do:
-    the same ROM and frames, other frame skips and sticky actions)."""
-    return a == b or game_name(a) == game_name(b)
+    the same ROM and frames, other frame skips and sticky actions); an id this install does
+    not know only matches itself."""
+    if a == b:
+        return True
+    try:
+        return game_name(a) == game_name(b)
+    except UserError:
+        return False
+
+
+def require_same_game(what: str, env_id: str, other_what: str, other_env_id: str) -> None:
+    """Refuse two inputs (``what`` plays ``env_id``, ``other_what`` plays ``other_env_id``)
+    that are not of the same game."""
+    if not same_game(env_id, other_env_id):
+        raise UserError(f"{what} plays {env_id}, but {other_what} plays {other_env_id}: give "
+                        f"inputs of one game")
 
 
 def check_retro_rom(game: str) -> None:
@@ -163,6 +177,10 @@ class VisualShift:
         if len(self.value) != sizes[self.kind]:
             raise UserError(f"visual shift '{self.kind}' takes {sizes[self.kind]} number(s), "
                             f"got {len(self.value)}")
+        if self.kind == "noise" and self.value[0] < 0:
+            raise UserError(f"visual shift 'noise' takes a std >= 0, not {self.value[0]:g}")
+        if self.kind == "background" and not all(0 <= v <= 255 for v in self.value):
+            raise UserError("visual shift 'background' takes R,G,B values in [0, 255]")
 
     def __call__(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.kind == "background":
@@ -354,8 +372,13 @@ def env_info(env_id: str) -> dict[str, Any]:
     env = make_env(env_id, frame_size=None, native_frames=False)
     try:
         obs, _ = env.reset(seed=0)
-        return {"env_id": spec.env_id, "backend": spec.backend, "game": spec.game,
-                "n_actions": int(env.action_space.n), "action_meanings": action_meanings(env),
-                "frame_shape": list(screen(env).shape)}
+        out = {"env_id": spec.env_id, "backend": spec.backend, "game": spec.game,
+               "n_actions": int(env.action_space.n), "action_meanings": action_meanings(env),
+               "frame_shape": list(screen(env).shape)}
+        if spec.backend == "ale":
+            ale = env.unwrapped.ale
+            out.update(modes=[int(m) for m in ale.getAvailableModes()],
+                       difficulties=[int(d) for d in ale.getAvailableDifficulties()])
+        return out
     finally:
         env.close()

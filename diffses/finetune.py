@@ -27,7 +27,7 @@ from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
 from diffses.detection import Detector, check_object_types, load_detector
 from diffses.distill import resolve_dataset
-from diffses.envs import same_game
+from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.io import atomic_save, atomic_write_json, atomic_write_text
 from diffses.perception import Perception
@@ -128,6 +128,10 @@ class FinetuneConfig:
             (self.checkpoint_freq >= 1, "checkpoint_freq must be at least 1"),
             (self.select_episodes >= 0, "select_episodes must be >= 0"),
             (self.select_every >= 1, "select_every must be at least 1"),
+            (self.n_jobs >= 1 or self.n_jobs == -1,
+             "--n-jobs must be at least 1, or -1 for every CPU"),
+            (self.eval_max_steps is None or self.eval_max_steps >= 1,
+             "--eval-max-steps must be at least 1"),
         ], UserError)
         try:
             self.ppo_config()
@@ -200,10 +204,8 @@ def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: boo
     if refs["teacher"] is None and not Path(teacher_ref).exists():
         raise UserError(f"the policy's teacher run {teacher_ref} does not exist; pass --teacher")
     teacher_run = resolve_run(teacher_ref, "teacher", cfg.runs_dir)
-    if not same_game(teacher_run.env_id, policy.env_id):
-        raise UserError(f"policy {path} is for {policy.env_id} but teacher run "
-                        f"{teacher_run.path} plays {teacher_run.env_id}; pass a teacher of "
-                        f"{policy.env_id}")
+    require_same_game(f"teacher {teacher_run.path}", teacher_run.env_id, f"policy {path}",
+                      policy.env_id)
     detector_ref = refs["detector"] or prov.get("detector")
     if not detector_ref:
         raise UserError(f"policy {path} does not name its detector; pass --detector")

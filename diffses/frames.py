@@ -23,7 +23,7 @@ from tqdm import tqdm
 from diffses.cli import arg
 from diffses.envs import env_info, make_vec_env, ocatari_game, resolve_env
 from diffses.errors import UserError
-from diffses.io import atomic_write_bytes, atomic_write_json, read_json
+from diffses.io import atomic_write_bytes, atomic_write_json, check_folder_path, read_json
 from diffses.rollout import Transition, games
 from diffses.runs import Run, resolve_run, resume_config
 from diffses.teacher import STAGE as TEACHER_STAGE
@@ -98,6 +98,7 @@ def _prepare_out(cfg: FramesConfig, env_id: str) -> Run:
     if cfg.out is None:
         return Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, cfg)
     out = Path(cfg.out)
+    check_folder_path(out, "--out")
     if (out / INDEX).exists() or any((out / s).exists() for s in SPLITS):
         if not cfg.overwrite:
             raise UserError(f"{out} already holds frames; pass --overwrite to replace them")
@@ -128,6 +129,9 @@ def run(cfg: FramesConfig) -> Run:
         raise UserError(f"--ground-truth needs a game OCAtari knows; {env_id} is not one")
     if teacher_run is not None and cfg.env and env_id != teacher_run.env_id:
         raise UserError(f"--env {env_id} does not match the teacher's env {teacher_run.env_id}")
+    model = None
+    if cfg.policy == "teacher":
+        model = load_teacher(teacher_run, resolve_device(cfg.device))
     run_ = _prepare_out(cfg, env_id) if resumed is None else resumed
     run_.manifest["status"] = "running"
     progress = read_json(run_.path / PROGRESS) if (run_.path / PROGRESS).is_file() else None
@@ -136,9 +140,6 @@ def run(cfg: FramesConfig) -> Run:
             run_.add_input("teacher_model", teacher_run.path / "model.zip")
             run_.manifest["teacher_run"] = str(teacher_run.path)
         env_kwargs = dict(native_frames=True, ground_truth=cfg.ground_truth, clip_reward=False)
-        model = None
-        if cfg.policy == "teacher":
-            model = load_teacher(teacher_run, resolve_device(cfg.device))
         n_actions = env_info(env_id)["n_actions"]
 
         def make_venv(k: int) -> Any:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from diffses.errors import UserError
+from diffses.io import read_yaml_mapping
 from diffses.networks import resolve_policy_kwargs
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "hyperparams" / "ppo.yml"
@@ -53,9 +52,11 @@ def load_hyperparams(env_id: str, backend: str, overrides: dict[str, Any] | None
                      path: str | Path = DEFAULT_FILE, preset: str = "auto",
                      device: str = "cpu") -> tuple[str, dict[str, Any]]:
     """(preset key, its entry with overrides applied); see :func:`preset_key`."""
-    with open(path) as fh:
-        table = yaml.safe_load(fh)
+    table = read_yaml_mapping(path, " (--hyperparams-file)")
     key = preset_key(table, env_id, backend, preset, device)
+    if not isinstance(table[key], dict):
+        raise UserError(f"--hyperparams-file {path}: entry '{key}' must be a mapping of "
+                        f"hyperparameters")
     params = dict(table[key])
     params.update(overrides or {})
     return key, params
@@ -70,6 +71,27 @@ KINDS = {"n_steps": int, "batch_size": int, "n_epochs": int, "n_envs": int, "fra
          "use_sde": bool, "learning_rate": "schedule", "clip_range": "schedule",
          "clip_range_vf": "schedule"}
 NULLABLE = {"target_kl", "clip_range_vf"}
+
+
+#: The values PPO takes for a key: a test of the number (a schedule's initial value) and how
+#: the message says it.
+RANGES = {
+    **{k: (lambda v: v >= 1, "at least 1") for k in (
+        "n_steps", "n_epochs", "n_envs", "frame_stack", "stats_window_size",
+        "n_timesteps")},
+    **{k: (lambda v: v > 0, "> 0") for k in (
+        "learning_rate", "clip_range", "clip_range_vf", "max_grad_norm", "target_kl")},
+    **{k: (lambda v: v >= 0, ">= 0") for k in ("ent_coef", "vf_coef")},
+    "batch_size": (lambda v: v >= 2, "at least 2"),
+    "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "gae_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
+
+def _in_range(key: str, number: float, value: Any) -> None:
+    test, text = RANGES.get(key, (lambda v: True, ""))
+    if not test(number):
+        raise UserError(f"hyperparameter {key} must be {text}, not {value!r}")
 
 
 def _number(value: Any) -> float | None:
@@ -98,15 +120,18 @@ def checked_value(key: str, value: Any) -> Any:
         raise UserError(f"hyperparameter {key} must be true or false, not {value!r}")
     if kind == "schedule" and isinstance(value, str) and value.startswith("lin_") and \
             _number(value[4:]) is not None:
+        _in_range(key, float(value[4:]), value)
         return value
     number = _number(value)
     if kind is int:
         if number is None or float(number) != int(number):
             raise UserError(f"hyperparameter {key} must be an integer, not {value!r}")
+        _in_range(key, number, value)
         return int(number)
     if number is None:
         what = "a number or lin_<number>" if kind == "schedule" else "a number"
         raise UserError(f"hyperparameter {key} must be {what}, not {value!r}")
+    _in_range(key, number, value)
     return number
 
 

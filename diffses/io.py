@@ -162,16 +162,38 @@ def iter_json_list(path: str | Path, error: type[Exception] = UserError,
         raise error(f"{path}: not a text file") from None
 
 
+def check_folder_path(path: str | Path, flag: str) -> None:
+    """Refuse a folder path (``flag`` names it) that is a file or lies under one."""
+    for part in [Path(path), *Path(path).parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"{flag} {path}: {part} is a file; give a folder")
+            return
+
+
+def check_file_path(path: str | Path, flag: str) -> None:
+    """Refuse a path for a file to write (``flag`` names it) that is a folder or lies under a
+    file."""
+    if Path(path).is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file path")
+    check_folder_path(Path(path).parent, flag)
+
+
 def read_yaml_mapping(path: str | Path, hint: str = "") -> dict[str, Any]:
     """A yaml config file that holds a mapping (empty: ``{}``); a missing file (``hint`` is
     added to that message), invalid yaml or another kind of document is a UserError."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder: give a yaml file{hint}")
     if not path.is_file():
         raise UserError(f"config file {path} does not exist{hint}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise UserError(f"config file {path} is not valid yaml: {err}") from None
+    except (UnicodeDecodeError, OSError) as err:
+        raise UserError(f"config file {path} cannot be read as yaml text "
+                        f"({type(err).__name__})") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of keys, "
                         f"not {type(data).__name__}")

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from diffses.detection import Detector, load_detector
+from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.perception import Perception
 from diffses.policy import POLICY, SymbolicPolicy
@@ -70,6 +71,8 @@ def load_player(ref: str, runs_dir: str, teacher: str | None = None,
         raise UserError(f"policy {path} does not name its teacher and detector; pass "
                         f"--teacher and --detector")
     teacher_run = resolve_run(teacher, "teacher", runs_dir)
+    require_same_game(f"teacher {teacher_run.path}", teacher_run.env_id, f"policy {path}",
+                      policy.env_id)
     return policy, teacher_run, load_detector(detector, env_id=teacher_run.env_id,
                                               runs_dir=runs_dir, device="cpu")
 

@@ -105,13 +105,18 @@ class SymbolicPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "policy") -> "SymbolicPolicy":
+        if not isinstance(d, dict) or "trees" not in d:
+            raise UserError(f"{source} is not a policy file (a policy.json, as distill_teacher.py "
+                            f"and symbolic_finetuning.py write, holds 'trees')")
         try:
             return cls(trees=[t["tokens"] for t in d["trees"]],
                        layout=FeatureLayout.from_dict(d["layout"]),
                        action_meanings=list(d["action_meanings"]), env_id=d["env_id"],
                        function_set=list(d["function_set"]), metrics=d.get("metrics", {}),
                        provenance=d.get("provenance", {}))
-        except (KeyError, TypeError, ValueError) as err:
+        except KeyError as err:
+            raise UserError(f"{source} is not a valid policy file: it has no field {err}") from None
+        except (TypeError, ValueError) as err:
             raise UserError(f"{source} is not a valid policy file: {err}") from None
 
     @classmethod

@@ -47,6 +47,8 @@ class ShipTeacherConfig:
     def __post_init__(self) -> None:
         if self.episodes <= 0:
             raise UserError("--episodes must be positive")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
 
 
 def training_command(run_: Run) -> str:

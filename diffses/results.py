@@ -27,7 +27,7 @@ from diffses import dataset, distill, finetune, tune
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg
 from diffses.detection import Detector, check_object_types, load_detector
-from diffses.envs import same_game
+from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.io import atomic_write_json, atomic_write_text
 from diffses.perception import Perception
@@ -35,6 +35,7 @@ from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, jsonable, resolve_run, resume_config
 from diffses.teacher import load_teacher
+from gplearn_custom.params import require
 
 STAGE = "results"
 #: Each finished step's outcome (dataset path, row), read back by ``--resume``.
@@ -104,11 +105,17 @@ class ResultsConfig:
                 raise UserError(f"--start {path} is not a policy.json file")
         if not 0 <= self.p_gradient <= 0.8:
             raise UserError("--p-gradient must be in [0, 0.8] (the mutations keep 0.2)")
-        if min(self.eval_episodes, self.dataset_episodes, self.finetune_steps, self.restarts,
-               self.select_episodes, self.evolve_population, self.evolve_generations) < 1 or \
-                self.tune_trials < 0 or self.generations < 2 or self.population_size < 10:
-            raise UserError("episodes, steps, populations and restarts must be positive, "
-                            "generations at least 2 and population_size at least 10")
+        positive = ("eval_episodes", "dataset_episodes", "finetune_steps", "finetune_max_steps",
+                    "restarts", "select_episodes", "evolve_population", "evolve_generations",
+                    "tune_episodes")
+        require([*((getattr(self, k) >= 1, f"--{k.replace('_', '-')} must be at least 1")
+                   for k in positive),
+                 (self.eval_max_steps is None or self.eval_max_steps >= 1,
+                  "--eval-max-steps must be at least 1"),
+                 (self.tune_trials >= 0, "--tune-trials must be >= 0"),
+                 (self.generations >= 2, "--generations must be at least 2"),
+                 (self.population_size >= 10, "--population-size must be at least 10")],
+                UserError)
 
     def effective(self) -> "ResultsConfig":
         """This config, shrunk to spot-check budgets with ``quick``."""
@@ -375,9 +382,8 @@ def run(cfg: ResultsConfig) -> Run:
                                device="cpu") for ref in cfg.detectors]
     starts = {path: SymbolicPolicy.load(Path(path)) for path in cfg.start}
     for path, given in starts.items():
-        if not same_game(given.env_id, teacher_run.env_id):
-            raise UserError(f"--start {path} plays {given.env_id}, the teacher "
-                            f"{teacher_run.env_id}")
+        require_same_game(f"--start {path}", given.env_id, f"teacher {teacher_run.path}",
+                          teacher_run.env_id)
         for ref, detector in zip(cfg.detectors, detectors):
             check_object_types(given.layout.type_names, detector, path, ref)
     if resumed is None:

@@ -20,7 +20,7 @@ from typing import Any, Iterator, TypeVar
 
 from diffses.cli import known_values
 from diffses.errors import UserError
-from diffses.io import atomic_write_json, read_json, sha256_file
+from diffses.io import check_folder_path, atomic_write_json, read_json, sha256_file
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
@@ -117,6 +117,8 @@ class Run:
         if not mpath.is_file():
             raise UserError(f"{path} is not a run folder (no {MANIFEST} in it)")
         manifest = read_json(mpath)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("env_id"), str):
+            raise UserError(f"{mpath} is not a run manifest (it names no env_id)")
         if stage is not None and manifest.get("stage") != stage:
             raise UserError(f"{path} is a '{manifest.get('stage')}' run, expected a '{stage}' run")
         return cls(path, manifest)
@@ -184,24 +186,24 @@ def find_runs(runs_dir: str | Path, stage: str, env_id: str | None = None,
 
 def check_runs_dir(runs_dir: str | Path) -> None:
     """Refuse a ``--runs-dir`` that is a file (or holds a file where a stage folder goes)."""
-    path = Path(runs_dir)
-    for part in [path, *path.parents]:
-        if part.exists():
-            if not part.is_dir():
-                raise UserError(f"--runs-dir {runs_dir}: {part} is a file; give a folder")
-            return
+    check_folder_path(runs_dir, "--runs-dir")
 
 
 def resolve_run(ref: str | Path, stage: str, runs_dir: str | Path = "runs",
                 env_id: str | None = None, complete_only: bool = True) -> Run:
     """A run folder path (or a file in one), or ``latest``: the newest complete run of
-    ``stage`` (and env)."""
+    ``stage`` (with ``env_id``: of that env id, else of the same game)."""
     if str(ref) == "latest":
         check_runs_dir(runs_dir)
-        runs = find_runs(runs_dir, stage, env_id, complete_only)
+        runs = find_runs(runs_dir, stage, None, complete_only)
+        if env_id is not None:
+            from diffses.envs import same_game
+            runs = [r for r in runs if r.env_id == env_id] or \
+                [r for r in runs if same_game(r.env_id, env_id)]
         if not runs:
             where = f" for {env_id}" if env_id else ""
-            raise UserError(f"no complete '{stage}' run{where} under {Path(runs_dir) / stage}; "
+            which = "complete " if complete_only else ""
+            raise UserError(f"no {which}'{stage}' run{where} under {Path(runs_dir) / stage}; "
                             f"run that stage first or pass a run folder")
         return runs[-1]
     path = Path(ref)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from diffses.hyperparams import DEFAULT_FILE, load_hyperparams, split_hyperparam
 from diffses.io import atomic_save, atomic_write_json, read_json
 from diffses.runs import Run, jsonable, resume_config
 from diffses.utils import resolve_device, seed_everything
+from gplearn_custom.params import require
 
 STAGE = "teacher"
 CHECKPOINTS = "checkpoints"
@@ -63,8 +65,15 @@ class TeacherConfig:
             raise UserError("--n-timesteps must be positive")
         if self.checkpoint_freq <= 0:
             raise UserError("--checkpoint-freq must be positive")
-        if self.final_eval_episodes < 0 or self.eval_episodes <= 0:
-            raise UserError("evaluation episode counts must be positive")
+        require([
+            (self.final_eval_episodes >= 0, "--final-eval-episodes must be >= 0"),
+            (self.eval_episodes >= 1, "--eval-episodes must be at least 1"),
+            (self.n_envs is None or self.n_envs >= 1, "--n-envs must be at least 1"),
+            (self.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1"),
+            (self.eval_freq >= 0, "--eval-freq must be >= 0 (0: no evaluations)"),
+            (self.eval_max_steps is None or self.eval_max_steps >= 1,
+             "--eval-max-steps must be at least 1"),
+        ], UserError)
 
 
 def save_model(model: PPO, path: Path) -> Path:
@@ -142,6 +151,8 @@ def run(cfg: TeacherConfig) -> Run:
     extras, ppo_kwargs = split_hyperparams(hyper)
     total = extras["n_timesteps"]
     n_envs = int(extras.get("n_envs", 1))
+    if n_envs * ppo_kwargs.get("n_steps", 2048) < 2:
+        raise UserError("a rollout of n_steps x n_envs must hold at least 2 steps")
     env_kwargs = teacher_env_kwargs(extras)
 
     if resumed is None:
@@ -156,71 +167,73 @@ def run(cfg: TeacherConfig) -> Run:
     run_.save()
     path = run_.path
 
-    venv = make_vec_env(spec.env_id, n_envs, cfg.seed, int(extras.get("frame_stack", 4)),
-                        **env_kwargs)
-    eval_kwargs = dict(env_kwargs, max_episode_steps=cfg.eval_max_steps)
-    eval_env = make_vec_env(spec.env_id, 1, cfg.seed + 10_000, int(extras.get("frame_stack", 4)),
-                            **eval_kwargs)
-    eval_env = VecTransposeImage(eval_env)
-    try:
-        ckpt = latest_checkpoint(path) if resumed is not None else None
-        if ckpt is not None:
-            model = PPO.load(ckpt, env=venv, device=device)
-            seed_everything(cfg.seed + model.num_timesteps)
-            model.set_random_seed(cfg.seed + model.num_timesteps)
-        else:
-            seed_everything(cfg.seed)
-            model = PPO(extras.get("policy", "CnnPolicy"), venv, seed=cfg.seed, device=device,
-                        tensorboard_log=str(path / "tb"), verbose=0, **ppo_kwargs)
-        start = model.num_timesteps
-        remaining = total - start
-        segment = {"from": int(start), "total": int(total), "device": device}
-        if remaining > 0:
-            run_.manifest.setdefault("segments", []).append(segment)
-            run_.save()
-        callbacks: list[BaseCallback] = [
-            Checkpointer(path / CHECKPOINTS, cfg.checkpoint_freq, cfg.keep_checkpoints)]
-        if cfg.eval_freq > 0:
-            evaluator = EvalCallback(eval_env, n_eval_episodes=cfg.eval_episodes,
-                                     eval_freq=max(cfg.eval_freq // n_envs, 1),
-                                     callback_on_new_best=SaveBest(path), deterministic=True,
-                                     verbose=0)
-            best = path / "best.json"
-            if best.is_file():
-                evaluator.best_mean_reward = read_json(best)["mean_reward"]
-            callbacks.append(evaluator)
-        t0 = time.perf_counter()
-        if remaining > 0:
-            print(f"[teacher] {spec.env_id}: training {start} -> {total} agent steps "
-                  f"on {device}, {n_envs} envs, preset {preset}; run folder {path}")
-            model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
-                        reset_num_timesteps=ckpt is None, tb_log_name="PPO",
-                        progress_bar=cfg.progress)
-        seconds = time.perf_counter() - t0
-        save_model(model, path / "model.zip")
-        if remaining > 0:
-            segment.update(to=int(model.num_timesteps), seconds=round(seconds, 2))
-        summary: dict[str, Any] = {
-            "timesteps": int(model.num_timesteps),
-            "train_seconds": round(seconds, 2),
-            "steps_per_second": round((model.num_timesteps - start) / max(seconds, 1e-9), 1),
-        }
-        if cfg.final_eval_episodes > 0:
-            mean, std = evaluate_policy(model, eval_env, n_eval_episodes=cfg.final_eval_episodes,
-                                        deterministic=True)
-            summary.update(final_eval_mean=float(mean), final_eval_std=float(std),
-                           final_eval_episodes=cfg.final_eval_episodes)
-            print(f"[teacher] final evaluation over {cfg.final_eval_episodes} episodes: "
-                  f"{mean:.2f} +/- {std:.2f}")
-        if (path / "best.json").is_file():
-            summary["best_eval_mean"] = read_json(path / "best.json")["mean_reward"]
-    finally:
-        venv.close()
-        eval_env.close()
-    run_.add_output(path / "model.zip")
-    if (path / "best_model.zip").is_file():
-        run_.add_output(path / "best_model.zip")
-    run_.finish(summary)
+    with run_.failing():
+        venv = make_vec_env(spec.env_id, n_envs, cfg.seed, int(extras.get("frame_stack", 4)),
+                            **env_kwargs)
+        eval_kwargs = dict(env_kwargs, max_episode_steps=cfg.eval_max_steps)
+        eval_env = make_vec_env(spec.env_id, 1, cfg.seed + 10_000,
+                                int(extras.get("frame_stack", 4)), **eval_kwargs)
+        eval_env = VecTransposeImage(eval_env)
+        try:
+            ckpt = latest_checkpoint(path) if resumed is not None else None
+            if ckpt is not None:
+                model = PPO.load(ckpt, env=venv, device=device)
+                seed_everything(cfg.seed + model.num_timesteps)
+                model.set_random_seed(cfg.seed + model.num_timesteps)
+            else:
+                seed_everything(cfg.seed)
+                model = PPO(extras.get("policy", "CnnPolicy"), venv, seed=cfg.seed, device=device,
+                            tensorboard_log=str(path / "tb"), verbose=0, **ppo_kwargs)
+            start = model.num_timesteps
+            remaining = total - start
+            segment = {"from": int(start), "total": int(total), "device": device}
+            if remaining > 0:
+                run_.manifest.setdefault("segments", []).append(segment)
+                run_.save()
+            callbacks: list[BaseCallback] = [
+                Checkpointer(path / CHECKPOINTS, cfg.checkpoint_freq, cfg.keep_checkpoints)]
+            if cfg.eval_freq > 0:
+                evaluator = EvalCallback(eval_env, n_eval_episodes=cfg.eval_episodes,
+                                         eval_freq=max(cfg.eval_freq // n_envs, 1),
+                                         callback_on_new_best=SaveBest(path), deterministic=True,
+                                         verbose=0)
+                best = path / "best.json"
+                if best.is_file():
+                    evaluator.best_mean_reward = read_json(best)["mean_reward"]
+                callbacks.append(evaluator)
+            t0 = time.perf_counter()
+            if remaining > 0:
+                print(f"[teacher] {spec.env_id}: training {start} -> {total} agent steps "
+                      f"on {device}, {n_envs} envs, preset {preset}; run folder {path}")
+                model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
+                            reset_num_timesteps=ckpt is None, tb_log_name="PPO",
+                            progress_bar=cfg.progress)
+            seconds = time.perf_counter() - t0
+            save_model(model, path / "model.zip")
+            if remaining > 0:
+                segment.update(to=int(model.num_timesteps), seconds=round(seconds, 2))
+            summary: dict[str, Any] = {
+                "timesteps": int(model.num_timesteps),
+                "train_seconds": round(seconds, 2),
+                "steps_per_second": round((model.num_timesteps - start) / max(seconds, 1e-9), 1),
+            }
+            if cfg.final_eval_episodes > 0:
+                mean, std = evaluate_policy(model, eval_env,
+                                            n_eval_episodes=cfg.final_eval_episodes,
+                                            deterministic=True)
+                summary.update(final_eval_mean=float(mean), final_eval_std=float(std),
+                               final_eval_episodes=cfg.final_eval_episodes)
+                print(f"[teacher] final evaluation over {cfg.final_eval_episodes} episodes: "
+                      f"{mean:.2f} +/- {std:.2f}")
+            if (path / "best.json").is_file():
+                summary["best_eval_mean"] = read_json(path / "best.json")["mean_reward"]
+        finally:
+            venv.close()
+            eval_env.close()
+        run_.add_output(path / "model.zip")
+        if (path / "best_model.zip").is_file():
+            run_.add_output(path / "best_model.zip")
+        run_.finish(summary)
     print(f"[teacher] model: {path / 'model.zip'}  manifest: {path / 'manifest.json'}  "
           f"tensorboard: {path / 'tb'}")
     return run_
@@ -231,7 +244,12 @@ def load_teacher(run_: Run, device: str = "cpu", which: str = "model") -> PPO:
     path = run_.path / f"{'best_model' if which == 'best' else 'model'}.zip"
     if not path.is_file():
         raise UserError(f"teacher run {run_.path} has no {path.name}; is the run finished?")
-    return PPO.load(path, device=resolve_device(device))
+    device = resolve_device(device)
+    try:
+        return PPO.load(path, device=device)
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, RuntimeError) as err:
+        raise UserError(f"{path} is not a readable Stable-Baselines3 model "
+                        f"({type(err).__name__}: {err})") from None
 
 
 def teacher_env(run_: Run, seed: int, env_id: str | None = None, **env_kwargs: Any) -> VecEnv:

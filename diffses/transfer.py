@@ -63,9 +63,15 @@ def parse_target(text: str, source: str) -> Target:
         if resolve_env(source).backend != "ale":
             raise UserError(f"--targets {text}: game modes and difficulties are ALE's")
         try:
-            return Target(text, source, {key: int(value)})
+            number = int(value)
         except ValueError:
             raise UserError(f"--targets {text}: {key} takes an integer") from None
+        plural = {"mode": "modes", "difficulty": "difficulties"}[key]
+        known = env_info(source)[plural]
+        if number not in known:
+            raise UserError(f"--targets {text}: {source} has {plural} "
+                            f"{', '.join(map(str, known))}")
+        return Target(text, source, {key: number})
     if key in VisualShift.KINDS:
         try:
             numbers = tuple(float(v) for v in value.split(","))
@@ -100,6 +106,8 @@ class TransferConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise UserError("--episodes must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
 
 
 def _random_actor(n_actions: int, seed: int) -> Callable[[], Callable[..., int]]:

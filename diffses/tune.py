@@ -77,6 +77,8 @@ class TuneConfig:
             raise UserError("--heartbeat must be at least 1 second")
         if self.max_population < 10 or self.max_generations < 2:
             raise UserError("--max-population must be >= 10 and --max-generations >= 2")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UserError("--timeout must be > 0 seconds")
 
 
 def suggest(trial: optuna.Trial, cfg: TuneConfig) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import torch
@@ -17,8 +18,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: The device names the stages take.
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when present else ``cpu``; a CUDA device that is not there errs."""
+    if not DEVICE.fullmatch(name):
+        raise UserError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -30,6 +37,4 @@ def resolve_device(name: str) -> str:
             raise UserError(f"device '{name}' does not exist: {torch.cuda.device_count()} "
                             f"CUDA device(s) here")
         return name
-    if name != "cpu":
-        raise UserError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N")
     return name

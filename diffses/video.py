@@ -210,6 +210,8 @@ class PlayConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.video_steps < 1:
             raise UserError("--episodes and --video-steps must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
         if self.video and Path(self.video).suffix.lower() not in (".mp4", ".gif"):
             raise UserError(f"--video {self.video}: give a .mp4 or .gif path")
 

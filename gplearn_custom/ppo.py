@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gplearn_custom.envs import EnvFactory
-from gplearn_custom.params import param
+from gplearn_custom.params import param, require
 from gplearn_custom.torch_forest import TorchForest
 from see.tree import Forest, Token
 
@@ -80,6 +80,14 @@ class PPOConfig:
         if min(self.expert_coef, self.expert_coef_final, self.ent_coef, self.vf_coef,
                self.pg_coef) < 0:
             raise ValueError("PPO loss coefficients must be >= 0")
+        require([
+            (self.learning_rate > 0 and self.critic_learning_rate > 0,
+             "PPO learning_rate and critic_learning_rate must be > 0"),
+            (0 < self.gamma <= 1, "PPO gamma must be in (0, 1]"),
+            (0 <= self.gae_lambda <= 1, "PPO gae_lambda must be in [0, 1]"),
+            (self.clip_range > 0, "PPO clip_range must be > 0"),
+            (self.max_grad_norm > 0, "PPO max_grad_norm must be > 0"),
+        ])
 
     @property
     def rollout_size(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import yaml
 
 from diffses.errors import UserError
 from diffses.io import read_yaml_mapping
+from diffses.utils import DEVICE
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,112 @@ class SpaceConfig:
         check_config(self)
 
 
+#: smallest value of integer settings (counts, sizes, step intervals)
+INT_AT_LEAST = {
+    "seed": 0, "num_threads": 0,
+    "model.feat_channels": 1, "model.glimpse": 2, "model.glimpse_supersample": 1,
+    "model.glimpse_hidden": 1, "model.z_what": 1, "model.bg_components": 1, "model.z_mask": 1,
+    "model.z_comp": 1, "model.bg_channels": 1,
+    "loss.pres_prior.begin": 0, "loss.pres_prior.finish": 0, "loss.tau.begin": 0,
+    "loss.tau.finish": 0, "loss.scale_mean.begin": 0, "loss.scale_mean.finish": 0,
+    "loss.fix_alpha_steps": 0, "loss.boundary_until": 0,
+    "train.max_steps": 0, "train.batch_size": 1, "train.checkpoint_every": 1,
+    "train.keep_checkpoints": 1, "train.log_every": 1, "train.image_every": 1,
+    "detect.batch_size": 1, "detect.max_types": 1, "detect.type_frames": 0,
+    "eval.max_frames": 0, "eval.grid_frames": 1,
+}
+#: integer lists whose every entry must be at least this
+INTS_AT_LEAST = {"data.image_size": 16, "model.grid": 1, "model.enc_channels": 1,
+                 "model.bg_decode_size": 1}
+#: why a bound is what it is, where that is not obvious
+WHY = {"data.image_size": "the background encoder halves it four times",
+       "model.glimpse": "a glimpse has at least 2x2 pixels"}
+#: number settings: (low, high, low included, high included); None is unbounded
+FLOAT_RANGE: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "model.fg_sigma": (0, None, False, False), "model.bg_sigma": (0, None, False, False),
+    "loss.pres_prior.start": (0, 1, False, False), "loss.pres_prior.end": (0, 1, False, False),
+    "loss.tau.start": (0, None, False, False), "loss.tau.end": (0, None, False, False),
+    "loss.scale_std": (0, None, False, False), "loss.fix_alpha_value": (0, 1, True, True),
+    "loss.boundary_weight": (0, None, True, False), "loss.boundary_margin": (0, None, True, False),
+    "train.lr_fg": (0, None, False, False), "train.lr_bg": (0, None, False, False),
+    "train.grad_clip": (0, None, True, False),
+    "detect.threshold": (0, 1, True, True), "eval.gate": (0, None, False, False),
+}
+#: what 0 means, where it is allowed and means something special
+ZERO_MEANS = {"num_threads": "torch's default", "train.grad_clip": "no clipping",
+              "detect.type_frames": "all training frames", "eval.max_frames": "all of the split"}
+
+
+def _value(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _shown(value: Any) -> str:
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
+def _note(key: str) -> str:
+    if key in ZERO_MEANS:
+        return f" (0: {ZERO_MEANS[key]})"
+    return f" ({WHY[key]})" if key in WHY else ""
+
+
+def _range_text(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low:g}"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def _leaves(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (dotted key, value) of a config (nested sections flattened)."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _leaves(value, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, value))
+    return out
+
+
+def check_ranges(cfg: SpaceConfig) -> None:
+    """Refuse numbers out of their range, naming the key as it is written."""
+    for key, value in _leaves(cfg):
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise UserError(f"{key} must be a finite number, got {_shown(value)}")
+    for key, low in INT_AT_LEAST.items():
+        value = _value(cfg, key)
+        if value < low:
+            raise UserError(f"{key} must be >= {low}{_note(key)}, got {value}")
+    for key, low in INTS_AT_LEAST.items():
+        value = _value(cfg, key)
+        if any(v < low for v in value):
+            raise UserError(f"every entry of {key} must be >= {low}{_note(key)}, got "
+                            f"{_shown(value)}")
+    for key, (low, high, low_in, high_in) in FLOAT_RANGE.items():
+        value = _value(cfg, key)
+        above = value >= low if low_in else value > low
+        below = high is None or (value <= high if high_in else value < high)
+        if not (above and below):
+            raise UserError(f"{key} must be {_range_text(low, high, low_in, high_in)}"
+                            f"{_note(key)}, got {value:g}")
+    if not cfg.name or any(c in cfg.name for c in "/\\\0"):
+        raise UserError(f"name must be a non-empty run name without '/' or '\\', got "
+                        f"{cfg.name!r}")
+    if not DEVICE.fullmatch(cfg.device):
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    if cfg.detect.types is not None and cfg.detect.types < 1:
+        raise UserError("detect.types must be at least 1 (or null for silhouette)")
+    if cfg.eval.split not in ("train", "validation", "test"):
+        raise UserError(f"eval.split '{cfg.eval.split}' is not train, validation or test")
+
+
 def check_config(cfg: SpaceConfig) -> None:
-    """Refuse settings the model cannot be built with."""
+    """Refuse settings the model cannot be built with, and values out of their range."""
+    check_ranges(cfg)
     m, (h, w) = cfg.model, cfg.data.image_size
     cell = 2 ** len(m.enc_channels)
     if h != m.grid[0] * cell or w != m.grid[1] * cell:
@@ -178,21 +284,10 @@ def check_config(cfg: SpaceConfig) -> None:
         raise UserError("model.shift_range must be in (0, render_cells / 2]")
     if not 0 <= m.render_threshold < 1:
         raise UserError("model.render_threshold must be in [0, 1)")
-    if m.glimpse < 2 or m.glimpse_supersample < 1:
-        raise UserError("model.glimpse must be at least 2 and model.glimpse_supersample at least 1")
-    if m.bg_components < 1:
-        raise UserError("model.bg_components must be at least 1")
     if cfg.data.crop is not None:
         top, bottom, left, right = cfg.data.crop
         if not (0 <= top < bottom and 0 <= left < right):
             raise UserError(f"data.crop {list(cfg.data.crop)} is not top < bottom, left < right")
-    if cfg.train.max_steps < 0 or cfg.train.batch_size <= 0 or cfg.train.checkpoint_every <= 0:
-        raise UserError("train.max_steps, train.batch_size and train.checkpoint_every must be "
-                        "positive")
-    if cfg.eval.split not in ("train", "validation", "test"):
-        raise UserError(f"eval.split '{cfg.eval.split}' is not train, validation or test")
-    if cfg.detect.types is not None and cfg.detect.types < 1:
-        raise UserError("detect.types must be at least 1 (or null for silhouette)")
 
 
 def _is_dataclass_type(hint: Any) -> bool:
@@ -298,11 +393,16 @@ def config_from(data: dict[str, Any], overrides: dict[str, Any] | None = None) -
     return from_dict(SpaceConfig, apply_overrides(data, overrides or {}))
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SpaceConfig:
-    """Read a yaml config file and apply overrides."""
-    data = read_yaml_mapping(path, " (see space/configs/)")
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                flag: str | None = None) -> SpaceConfig:
+    """Read a yaml config file and apply overrides; ``flag`` (e.g. ``--config``) names where
+    the path came from in the errors about the file."""
+    try:
+        data = read_yaml_mapping(path, " (see space/configs/)")
+    except UserError as err:
+        raise UserError(f"{flag}: {err}" if flag else str(err)) from None
     try:
         from_dict(SpaceConfig, data)
     except UserError as err:
-        raise UserError(f"{path}: {err}") from None
+        raise UserError(f"{flag + ' ' if flag else ''}{path}: {err}") from None
     return config_from(data, overrides)

@@ -20,7 +20,7 @@ def crop_box(data: DataConfig, frame_shape: tuple[int, ...]) -> tuple[int, int, 
     top, bottom = max(0, top), min(height, bottom)
     left, right = max(0, left), min(width, right)
     if top >= bottom or left >= right:
-        raise UserError(f"data.crop {data.crop} lies outside the {height}x{width} frames")
+        raise UserError(f"data.crop {list(data.crop)} lies outside the {height}x{width} frames")
     return top, bottom, left, right
 
 

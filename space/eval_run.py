@@ -14,12 +14,13 @@ from diffses.envs import ocatari_game, resolve_env
 from diffses.errors import UserError
 from diffses.frames import encode_png
 from diffses.io import atomic_write_bytes, atomic_write_json
-from diffses.runs import Run, resolve_run
-from space.config import SpaceConfig, load_config, to_dict
+from diffses.runs import Run
+from space.config import SpaceConfig, config_from, load_config, to_dict
 from space.data import load_frames, select_records
 from space.evaluate import evaluate
-from space.model import SpaceDetector
-from space.train import FINAL, STAGE, Task, apply_threads, frames_run_for
+from space.model import SpaceDetector, read_checkpoint
+from space.train import (FINAL, STAGE, Task, apply_threads, check_task, find_run,
+                         frames_run_for)
 from space.visual import colour, draw_boxes, tile
 
 #: keys an evaluation may override (the model itself is fixed by the checkpoint)
@@ -35,10 +36,18 @@ def _flatten(section: str, values: dict[str, Any]) -> dict[str, Any]:
 def load_for_eval(task: Task) -> tuple[SpaceDetector, Run | None, Path]:
     """The detector (checkpoint settings, then ``--config``'s detect/eval sections, then the
     overrides), its run (None for a bare checkpoint file) and the checkpoint path."""
+    check_task(task)
     bad = [k for k in task.overrides if not k.startswith(EVAL_KEYS)]
     if bad:
         raise UserError(f"--task eval can only override detect.*, eval.*, device and "
                         f"num_threads, not {', '.join(bad)}")
+    overrides: dict[str, Any] = {}
+    if task.config is not None:
+        file_cfg = to_dict(load_config(task.config, flag="--config"))
+        overrides.update(_flatten("detect", file_cfg["detect"]))
+        overrides.update(_flatten("eval", file_cfg["eval"]))
+    overrides.update(task.overrides)
+    config_from({}, overrides)  # the values are checked before any checkpoint is read
     ref = task.checkpoint or "latest"
     if Path(ref).is_file():
         if task.out is None:
@@ -46,16 +55,14 @@ def load_for_eval(task: Task) -> tuple[SpaceDetector, Run | None, Path]:
                             f"for eval.json and the PNG")
         run, path = None, Path(ref)
     else:
-        run = resolve_run(ref, STAGE, task.runs_dir)
+        run = find_run("--checkpoint", ref, STAGE, task.runs_dir)
         path = run.path / FINAL
-    overrides: dict[str, Any] = {}
-    if task.config is not None:
-        file_cfg = to_dict(load_config(task.config))
-        overrides.update(_flatten("detect", file_cfg["detect"]))
-        overrides.update(_flatten("eval", file_cfg["eval"]))
-    overrides.update(task.overrides)
-    detector = SpaceDetector.load(path, device=str(overrides.get("device", "auto")),
-                                  name=str(run.path if run else path), overrides=overrides)
+    try:
+        payload = read_checkpoint(path)
+    except UserError as err:
+        raise UserError(f"--checkpoint: {err}") from None
+    detector = SpaceDetector.from_payload(payload, str(overrides.get("device", "auto")),
+                                          str(run.path if run else path), overrides)
     return detector, run, path
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from diffses.cli import guarded, parse_overrides  # noqa: E402
+from diffses.errors import UserError  # noqa: E402
 from space.train import Task  # noqa: E402
 
 
@@ -41,6 +42,9 @@ def parse(argv: list[str] | None = None) -> Task:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. train.max_steps=2000 resume=true")
     args = parser.parse_args(argv)
+    for flag in ("config", "frames", "runs_dir", "checkpoint", "out"):
+        if getattr(args, flag) == "":
+            raise UserError(f"--{flag.replace('_', '-')} is empty; give a path")
     return Task(task=args.task, config=args.config, frames=args.frames, runs_dir=args.runs_dir,
                 checkpoint=args.checkpoint, out=args.out,
                 overrides=parse_overrides(args.overrides))

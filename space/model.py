@@ -519,12 +519,20 @@ class SpaceDetector(Detector):
         """Load ``checkpoint.pt`` (or any checkpoint of a run); ``overrides`` change detection
         settings such as ``detect.threshold``."""
         device = resolve_device(device)
-        payload = read_checkpoint(path, device)
+        return cls.from_payload(read_checkpoint(path, device), device, name or str(path),
+                                overrides)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], device: str = "auto", name: str = "space",
+                     overrides: dict[str, Any] | None = None) -> "SpaceDetector":
+        """A detector from what :func:`read_checkpoint` returned; the overrides are checked
+        before the device is resolved."""
         cfg = config_from(payload["config"], overrides)
+        device = resolve_device(device)
         model = build_model(cfg)
         model.load_state_dict(payload["model"])
         types = TypeModel.from_state(payload["types"]) if payload.get("types") else None
-        return cls(model, cfg, types, device, name or str(path), payload.get("env_id"))
+        return cls(model, cfg, types, device, name, payload.get("env_id"))
 
     def raw(self, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Per frame: ``prob`` (M,), ``centre`` and ``size`` (M, 2) in native pixels and

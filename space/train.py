@@ -12,13 +12,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffses.envs import same_game
 from diffses.errors import UserError
-from diffses.frames import INDEX
+from diffses.frames import INDEX, read_png
 from diffses.frames import STAGE as FRAMES_STAGE
-from diffses.runs import Run, resolve_run
+from diffses.io import check_folder_path
+from diffses.runs import Run, check_runs_dir, resolve_run
 from diffses.utils import resolve_device, seed_everything
 from space.config import DetectConfig, SpaceConfig, config_from, load_config, to_dict
-from space.data import load_frames, load_inputs, select_records
+from space.data import crop_box, load_frames, load_inputs, select_records
 from space.model import (Hyper, Space, SpaceDetector, build_model, fit_types,
                          read_checkpoint, save_checkpoint, schedule)
 from space.visual import colour, draw_boxes, tile
@@ -52,39 +54,84 @@ def apply_threads(cfg: SpaceConfig) -> None:
         torch.set_num_threads(cfg.num_threads)
 
 
-def frames_run_for(ref: str, runs_dir: str, env_id: str | None = None) -> Run:
-    """The frames run to read, refusing one of another env."""
-    run = resolve_run(ref, FRAMES_STAGE, runs_dir, env_id=env_id)
-    if env_id is not None and run.env_id != env_id:
-        raise UserError(f"frames run {run.path} is of {run.env_id}, not {env_id}")
+def find_run(label: str, ref: str, stage: str, runs_dir: str, env_id: str | None = None,
+             complete_only: bool = True) -> Run:
+    """:func:`resolve_run`, its mistakes starting with ``label`` (the flag the reference came
+    from)."""
+    try:
+        return resolve_run(ref, stage, runs_dir, env_id, complete_only)
+    except UserError as err:
+        raise UserError(f"{label}: {err}") from None
+
+
+def frames_run_for(ref: str, runs_dir: str, env_id: str | None = None,
+                   label: str = "--frames") -> Run:
+    """The frames run to read, refusing one of another game than ``env_id``."""
+    run = find_run(label, ref, FRAMES_STAGE, runs_dir, env_id)
+    if env_id is not None and not same_game(run.env_id, env_id):
+        raise UserError(f"{label}: frames run {run.path} is of {run.env_id}, another game than "
+                        f"{env_id}")
     return run
 
 
-def _prepare(task: Task) -> tuple[SpaceConfig, Run, Run]:
-    """Resolve the config, the frames run and the (new or resumed) SPACE run."""
+def check_task(task: Task) -> None:
+    """Refuse flags the task does not use and a ``--runs-dir`` that is not a folder."""
+    if task.task == "train" and task.out is not None:
+        raise UserError("--out is for --task eval only (a training run writes into its own "
+                        "run folder under --runs-dir)")
+    if "resume" in task.overrides and not isinstance(task.overrides["resume"], bool):
+        raise UserError(f"config key 'resume' needs True or False, got "
+                        f"{task.overrides['resume']!r}")
+    check_runs_dir(task.runs_dir)
+    if task.out is not None:
+        check_folder_path(task.out, "--out")
+
+
+def check_frames(frames: Run, cfg: SpaceConfig) -> None:
+    """Refuse a frames run without training frames, or whose frames ``data.crop`` misses."""
+    records = select_records(frames.path, "train")
+    if not records:
+        raise UserError(f"frames run {frames.path} has no training frames")
+    crop_box(cfg.data, read_png(frames.path / records[0]["file"]).shape)
+
+
+def _prepare(task: Task) -> tuple[SpaceConfig, Run, Run, str]:
+    """Resolve the config, the frames run, the (new or resumed) SPACE run and the device."""
+    check_task(task)
+    file_cfg = load_config(task.config, flag="--config") if task.config is not None else None
     resume = task.overrides.get("resume")
-    if resume is None and task.config is not None:
-        resume = load_config(task.config).resume
+    if resume is None and file_cfg is not None:
+        resume = file_cfg.resume
     if resume:
         frames_env = frames_run_for(task.frames, task.runs_dir).env_id if task.frames else None
-        run = resolve_run(task.checkpoint or "latest", STAGE, task.runs_dir, env_id=frames_env,
-                          complete_only=False)
+        run = find_run("--checkpoint", task.checkpoint or "latest", STAGE, task.runs_dir,
+                       env_id=frames_env, complete_only=False)
         cfg = config_from(run.config, task.overrides)
-        frames = frames_run_for(task.frames or run.manifest["frames_run"], task.runs_dir,
-                                run.env_id)
+        device = resolve_device(cfg.device)
+        if task.frames:
+            frames = frames_run_for(task.frames, task.runs_dir, run.env_id)
+        else:
+            frames = frames_run_for(run.manifest["frames_run"], task.runs_dir, run.env_id,
+                                    label=f"the frames run of {run.path} (pass --frames)")
+        check_frames(frames, cfg)
         run.manifest.update(status="running", config=to_dict(cfg))
-        return cfg, frames, run
+        return cfg, frames, run, device
+    if task.checkpoint is not None:
+        raise UserError("--checkpoint with --task train names a run to resume: add resume=true "
+                        "(or leave --checkpoint out to start a new run)")
     if task.config is None:
         raise UserError("--task train needs --config (e.g. space/configs/atari_pong.yaml)")
     if task.frames is None:
         raise UserError("--task train needs --frames RUN (a save_frames run folder, or latest)")
-    cfg = load_config(task.config, task.overrides)
+    cfg = load_config(task.config, task.overrides, flag="--config")
+    device = resolve_device(cfg.device)
     frames = frames_run_for(task.frames, task.runs_dir)
+    check_frames(frames, cfg)
     run = Run.create(task.runs_dir, STAGE, frames.env_id, cfg.name, cfg.seed, cfg)
     run.manifest["frames_run"] = str(frames.path)
     run.add_input("frames_index", frames.path / INDEX)
     run.save()
-    return cfg, frames, run
+    return cfg, frames, run, device
 
 
 def preview(model: Space, x: torch.Tensor, hp: Hyper, detect: DetectConfig) -> list[np.ndarray]:
@@ -126,8 +173,7 @@ def fit_run_types(model: Space, cfg: SpaceConfig, frames: Run, device: str
 
 def train(task: Task) -> Run:
     """Train (or resume) a SPACE run; returns the finished run."""
-    cfg, frames, run = _prepare(task)
-    device = resolve_device(cfg.device)
+    cfg, frames, run, device = _prepare(task)
     apply_threads(cfg)
     with run.failing():
         return _train(cfg, frames, run, device)
@@ -136,8 +182,6 @@ def train(task: Task) -> Run:
 def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
     from torch.utils.tensorboard import SummaryWriter
     records = select_records(frames.path, "train")
-    if not records:
-        raise UserError(f"frames run {frames.path} has no training frames")
     print(f"[space] loading {len(records)} training frames of {frames.env_id} from {frames.path}")
     inputs = torch.from_numpy(load_inputs(frames.path, records, cfg.data)).to(device)  # (N,3,h,w)
     shown = inputs[np.linspace(0, len(inputs) - 1, 4).astype(int)].float() / 255      # (4,3,h,w)

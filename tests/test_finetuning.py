@@ -145,6 +145,6 @@ def test_bad_input_exits_2_with_a_clear_message(small_teacher, pong_policy, tmp_
     mismatch = run_cli("symbolic_finetuning.py", "--policy", str(other), "--teacher",
                        str(small_teacher.path), "--runs-dir", str(tmp_path))
     assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr
-    assert "is for ALE/Breakout-v5 but teacher run" in mismatch.stderr
+    assert "plays ALE/Breakout-v5" in mismatch.stderr
     assert "plays ALE/Pong-v5" in mismatch.stderr
     assert not (tmp_path / "finetune").exists()

@@ -267,6 +267,32 @@ def test_resume_continues_a_killed_run(pong_frames, tmp_path):
     (["train.max_steps"], "has no value: write train.max_steps=VALUE"),
     (["train.max_steps=many"], "'train.max_steps' needs an integer"),
     (["model.grid", "[5, 5]"], "must be model.grid"),
+    (["train.lr_fg=-1"], "train.lr_fg must be > 0, got -1"),
+    (["train.lr_bg", "0"], "train.lr_bg must be > 0"),
+    (["train.lr_fg=.nan"], "train.lr_fg must be a finite number"),
+    (["model.z_what=0"], "model.z_what must be >= 1"),
+    (["model.enc_channels=[16, 0, 64]"], "every entry of model.enc_channels must be >= 1"),
+    (["data.image_size=[8, 8]", "model.grid=[1, 1]"],
+     "every entry of data.image_size must be >= 16"),
+    (["model.fg_sigma=0"], "model.fg_sigma must be > 0"),
+    (["loss.pres_prior.start=1"], "loss.pres_prior.start must be in (0, 1)"),
+    (["loss.tau.end=0"], "loss.tau.end must be > 0"),
+    (["loss.tau.finish=-5"], "loss.tau.finish must be >= 0"),
+    (["train.grad_clip=-1"], "train.grad_clip must be >= 0 (0: no clipping)"),
+    (["train.log_every=0"], "train.log_every must be >= 1"),
+    (["train.keep_checkpoints=0"], "train.keep_checkpoints must be >= 1"),
+    (["eval.max_frames=-3"], "eval.max_frames must be >= 0 (0: all of the split)"),
+    (["eval.gate=0"], "eval.gate must be > 0"),
+    (["eval.grid_frames=0"], "eval.grid_frames must be >= 1"),
+    (["num_threads=-1"], "num_threads must be >= 0 (0: torch's default)"),
+    (["seed=-1"], "seed must be >= 0"),
+    (["detect.max_types=0"], "detect.max_types must be >= 1"),
+    (["detect.threshold=1.5"], "detect.threshold must be in [0, 1]"),
+    (["detect.type_frames=-1"], "detect.type_frames must be >= 0"),
+    (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["name=a/b"], "name must be a non-empty run name without '/'"),
+    (["resume=maybe"], "config key 'resume' needs True or False"),
+    (["data.crop=[300, 400, 0, 160]"], "data.crop [300, 400, 0, 160] lies outside the 210x160"),
 ])
 def test_bad_overrides_are_refused_clearly(pong_frames, tmp_path, capsys, args, message):
     code = space_main(["--task", "train", "--config", str(PONG_CONFIG), "--frames",
@@ -281,25 +307,94 @@ def test_bad_inputs_are_refused_clearly(pong_frames, tmp_path, capsys):
     bad_yaml.write_text("model: {grid: [4, 4]\n")
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("train: {max_stepz: 3}\n")
-    common = ["--runs-dir", str(tmp_path)]
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x00\xff\xfe\x80 not text")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    runs = tmp_path / "runs"
+    out = tmp_path / "out"
+    frames = str(pong_frames.path)
+    train = ["--task", "train", "--config", str(PONG_CONFIG), "--frames", frames]
+    common = ["--runs-dir", str(runs)]
     cases = [
         (["--task", "train", "--config", str(bad_yaml), "--frames", "latest"], "not valid yaml"),
         (["--task", "train", "--config", str(unknown), "--frames", "latest"],
-         "unknown config key 'train.max_stepz'"),
+         f"--config {unknown}: unknown config key 'train.max_stepz'"),
         (["--task", "train", "--config", str(tmp_path / "none.yaml"), "--frames", "latest"],
          "does not exist"),
+        (["--task", "train", "--config", str(binary), "--frames", frames],
+         f"--config: config file {binary} cannot be read as yaml text"),
+        (["--task", "train", "--config", str(tmp_path), "--frames", frames],
+         f"--config: config file {tmp_path} is a folder"),
+        (["--task", "train", "--config", "", "--frames", frames], "--config is empty"),
+        (["--task", "train", "--config", str(PONG_CONFIG), "--frames", str(a_file)],
+         f"--frames: {a_file} is not a run folder"),
+        (["--task", "train", "--config", str(PONG_CONFIG), "--frames", str(tmp_path)],
+         f"--frames: {tmp_path} is not a run folder"),
+        (["--task", "train", "--config", str(PONG_CONFIG), "--frames", str(tmp_path / "no")],
+         "--frames: run folder"),
+        ([*train, "--out", str(out)], "--out is for --task eval only"),
+        ([*train, "--checkpoint", frames], "add resume=true"),
+        (["--task", "train", "--checkpoint", frames, "resume=true"],
+         f"--checkpoint: {frames} is a 'frames' run, expected a 'space' run"),
         (["--task", "eval", "--checkpoint", str(tmp_path / "nothing")], "does not exist"),
         (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(tmp_path)],
-         "not a readable checkpoint"),
+         "--checkpoint: " + str(PONG_CONFIG) + " is not a readable checkpoint"),
         (["--task", "eval", "--checkpoint", str(PONG_CONFIG)], "pass --out DIR"),
-        (["--task", "eval", "--checkpoint", "latest"], "no complete 'space' run"),
+        (["--task", "eval", "--checkpoint", "latest"], "--checkpoint: no complete 'space' run"),
+        (["--task", "eval", "--checkpoint", frames, "--frames", frames],
+         "--checkpoint: " + frames + " is a 'frames' run, expected a 'space' run"),
+        (["--task", "eval", "--checkpoint", str(tmp_path)],
+         f"--checkpoint: {tmp_path} is not a run folder"),
         (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(tmp_path),
           "model.glimpse", "4"],
          "can only override"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(a_file)],
+         f"--out {a_file}: {a_file} is a file; give a folder"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(a_file / "sub")],
+         f"--out {a_file / 'sub'}: {a_file} is a file; give a folder"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", ""], "--out is empty"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(out),
+          "--config", str(binary)], "--config: config file"),
+        (["--task", "eval", "--checkpoint", str(PONG_CONFIG), "--out", str(out),
+          "num_threads=-1"], "num_threads must be >= 0"),
     ]
     for args, message in cases:
         assert space_main([*args, *common]) == 2, args
         assert message in capsys.readouterr().err, args
+        assert not runs.exists() and not out.exists(), args
+    for args in (train, ["--task", "eval", "--checkpoint", "latest", "--frames", frames]):
+        assert space_main([*args, "--runs-dir", str(a_file)]) == 2, args
+        assert f"--runs-dir {a_file}: {a_file} is a file" in capsys.readouterr().err, args
+
+
+def relabelled_frames(frames_run, env_id: str, where: Path) -> Path:
+    """A copy of a frames run whose manifest says it is of ``env_id``."""
+    import shutil
+    copy = where / env_id.replace("/", "-")
+    shutil.copytree(frames_run.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["env_id"] = env_id
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_frames_of_the_same_game_under_another_id_are_accepted(trained, pong_frames, tmp_path,
+                                                               capsys):
+    ckpt = str(trained.path / "checkpoint.pt")
+    same = relabelled_frames(pong_frames, "PongNoFrameskip-v4", tmp_path)
+    other = relabelled_frames(pong_frames, "ALE/Breakout-v5", tmp_path)
+    for ref in (ckpt, str(trained.path)):
+        out = tmp_path / f"out{len(ref)}"
+        assert space_main(["--task", "eval", "--checkpoint", ref, "--frames", str(same),
+                           "--out", str(out), "num_threads=1"]) == 0
+        assert json.loads((out / "eval.json").read_text())["env_id"] == "PongNoFrameskip-v4"
+        code = space_main(["--task", "eval", "--checkpoint", ref, "--frames", str(other),
+                           "--out", str(tmp_path / "refused"), "num_threads=1"])
+        assert code == 2
+        assert (f"--frames: frames run {other} is of ALE/Breakout-v5, another game than "
+                f"ALE/Pong-v5") in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()
 
 
 def test_eval_refuses_frames_without_ground_truth(trained, tmp_path, capsys):
