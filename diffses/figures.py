@@ -17,6 +17,7 @@ import numpy as np
 
 from diffses.cli import arg
 from diffses.curves import plot_learning_curves, pyplot, save_figure
+from diffses.detection import Detector
 from diffses.envs import game_name
 from diffses.errors import UserError
 from diffses.perception import Perception
@@ -51,6 +52,10 @@ class FiguresConfig:
     docs: bool = arg(False, "also copy the figures to docs/figures/")
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("figures", "run name, part of the run folder's name")
+
+    def __post_init__(self) -> None:
+        if self.video_steps < 1:
+            raise UserError("--video-steps must be at least 1")
 
 
 def returns_chart(result: dict[str, Any], path: Path) -> list[Path]:
@@ -133,9 +138,10 @@ def _runs(refs: tuple[str, ...], stage: str, runs_dir: str) -> list[Run]:
     return out
 
 
-def film(cfg: FiguresConfig, folder: Path) -> Path:
-    """One game of ``cfg.video_policy`` beside its teacher, as a GIF."""
-    policy, teacher, detector = load_player(cfg.video_policy, cfg.runs_dir)
+def film(player: tuple[SymbolicPolicy, Run, Detector], cfg: FiguresConfig, folder: Path
+         ) -> Path:
+    """One game of the player (``load_player``'s) beside its teacher, as a GIF."""
+    policy, teacher, detector = player
     target = folder / f"{game_name(teacher.env_id)}_symbolic.gif"
     video, _, _ = record(policy, Perception(detector), teacher, cfg.video_seed, target,
                          cfg.video_steps, load_teacher(teacher, "cpu"))
@@ -144,11 +150,17 @@ def film(cfg: FiguresConfig, folder: Path) -> Path:
 
 def run(cfg: FiguresConfig) -> Run:
     """Draw every figure the inputs allow; returns the run folder holding them."""
+    teachers = [resolve_run(ref, "teacher", cfg.runs_dir) for ref in cfg.teachers]
+    results_runs = _runs(cfg.results, "results", cfg.runs_dir)
+    transfer_runs = _runs(cfg.transfer, "transfer", cfg.runs_dir)
+    grids = sorted(Path(cfg.space_eval).glob("*.png")) if cfg.space_eval else []
+    if cfg.space_eval and not grids:
+        raise UserError(f"--space-eval {cfg.space_eval} holds no PNG")
+    player = load_player(cfg.video_policy, cfg.runs_dir) if cfg.video_policy else None
     run_ = Run.create(cfg.runs_dir, STAGE, "all", cfg.name, 0, cfg)
     made: list[Path] = []
     with run_.failing():
-        for ref in cfg.teachers:
-            teacher = resolve_run(ref, "teacher", cfg.runs_dir)
+        for teacher in teachers:
             target = run_.path / f"teacher_{game_name(teacher.env_id)}.png"
             if (teacher.path / "learning_curve.png").is_file():
                 made.append(Path(shutil.copyfile(teacher.path / "learning_curve.png", target)))
@@ -158,23 +170,19 @@ def run(cfg: FiguresConfig) -> Run:
                                                  teacher.env_id))
             except UserError as err:
                 print(f"[figures] no learning curve for {teacher.path}: {err}")
-        for results in _runs(cfg.results, "results", cfg.runs_dir):
+        for results in results_runs:
             table = json.loads((results.path / "results.json").read_text())
             game = game_name(table["env_id"])
             made += returns_chart(table, run_.path / f"results_returns_{game}")
             made += finetune_chart(table, run_.path / f"finetune_curves_{game}") or []
             made += sizes_chart(table, run_.path / f"formula_sizes_{game}") or []
-        for transfer in _runs(cfg.transfer, "transfer", cfg.runs_dir):
+        for transfer in transfer_runs:
             out = json.loads((transfer.path / "transfer.json").read_text())
             made.append(run_.path / f"transfer_{game_name(out['source'])}.png")
             transfer_chart(out, made[-1])
-        if cfg.space_eval:
-            grids = sorted(Path(cfg.space_eval).glob("*.png"))
-            if not grids:
-                raise UserError(f"--space-eval {cfg.space_eval} holds no PNG")
-            made += [Path(shutil.copyfile(g, run_.path / f"space_{g.name}")) for g in grids]
-        if cfg.video_policy:
-            made.append(film(cfg, run_.path))
+        made += [Path(shutil.copyfile(g, run_.path / f"space_{g.name}")) for g in grids]
+        if player is not None:
+            made.append(film(player, cfg, run_.path))
         for path in made:
             run_.add_output(path)
             if cfg.docs:

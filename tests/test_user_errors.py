@@ -14,9 +14,11 @@ import pytest
 from diffses.cli import main
 from diffses.dataset import DatasetConfig, run as build_dataset
 from diffses.distill import DistillConfig, run as distill
+from diffses.figures import FiguresConfig, run as figures
 from diffses.finetune import FinetuneConfig, run as finetune
 from diffses.frames import FramesConfig, run as save_frames
 from diffses.pretrained import ShipTeacherConfig, run as ship_teacher
+from diffses.report import ReportConfig, run as report
 from diffses.results import ResultsConfig, run as results
 from diffses.teacher import TeacherConfig, run as train_teacher
 from diffses.transfer import TransferConfig, run as transfer
@@ -35,7 +37,8 @@ STAGES = {"teacher": (TeacherConfig, train_teacher), "frames": (FramesConfig, sa
           "dataset": (DatasetConfig, build_dataset), "distill": (DistillConfig, distill),
           "tune": (TuneConfig, tune), "finetune": (FinetuneConfig, finetune),
           "play": (PlayConfig, play), "transfer": (TransferConfig, transfer),
-          "ship": (ShipTeacherConfig, ship_teacher), "results": (ResultsConfig, results)}
+          "ship": (ShipTeacherConfig, ship_teacher), "results": (ResultsConfig, results),
+          "report": (ReportConfig, report), "figures": (FiguresConfig, figures)}
 
 #: Yaml config files with one bad value each, by name.
 CONFIGS = {"const_range": "const_range: 3\n", "generations": "generations: [1, 2]\n",
@@ -123,6 +126,11 @@ CASES = [
     ("finetune", ["--policy", str(ROOT / "sample.meta.json")], "not a policy"),
     ("play", ["--policy", str(ROOT / "sample.meta.json")], "not a policy"),
     ("ship", ["--teacher", "{no_env}", "--out", "{tmp}/ship"], "names no env_id"),
+    ("report", ["--finetune", PONG], "is a 'teacher' run, expected a 'finetune' run"),
+    ("figures", ["--video-steps", "-3"], "--video-steps must be at least 1"),
+    ("figures", ["--video-policy", DATASET], "not a policy"),
+    ("figures", ["--space-eval", "{tmp}"], "holds no PNG"),
+    ("figures", ["--teachers", "{file}"], "is not a run folder"),
     # inputs of two different games
     ("distill", ["--dataset", DATASET, "--eval-episodes", "1", "--teacher", BREAKOUT],
      "plays Breakout"),
