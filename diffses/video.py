@@ -19,6 +19,7 @@ import numpy as np
 
 from diffses.cli import arg
 from diffses.errors import UserError
+from diffses.io import check_file_path
 from diffses.perception import Perception
 from diffses.play import (SymbolicAgent, evaluate_side_by_side, load_player, play_symbolic,
                           returns_summary)
@@ -218,6 +219,8 @@ class PlayConfig:
 
 def run(cfg: PlayConfig) -> dict[str, Any]:
     """Play, print and (with --video) record; returns the returns."""
+    if cfg.video:
+        check_file_path(cfg.video, "--video")
     policy, teacher_run, detector = load_player(cfg.policy, cfg.runs_dir, cfg.teacher,
                                                 cfg.detector)
     perception = Perception(detector)

@@ -82,6 +82,7 @@ CASES = [
     ("transfer", ["--teacher", PONG, "--policies", PONG_POLICY, "--targets",
                   "background=300,0,0"], "in [0, 255]"),
     ("play", ["--policy", PONG_POLICY, "--detector", "ocatri"], "did you mean ocatari"),
+    ("play", ["--policy", PONG_POLICY, "--video", "{file}/game.gif"], "is a file"),
     ("finetune", ["--policy", PONG_POLICY, "--device", "tpu"], "unknown device 'tpu'"),
     ("teacher", ["--hyperparams", "batch_size=1"], "batch_size must be at least 2"),
     ("transfer", ["--teacher", PONG, "--policies", PONG_POLICY, "--max-steps", "-1"],
