@@ -213,14 +213,16 @@ _KIND_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integer
 
 
 def _scalar(kind: Any, value: Any) -> Any:
-    """``value`` as ``kind`` (what the flag's type would make of it), or ValueError."""
+    """``value`` as ``kind`` (what the flag's type would make of it; ``1e6``, which yaml
+    reads as a string, is a number), or ValueError."""
     if kind is bool:
         if isinstance(value, bool):
             return value
     elif kind is int:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
-                float(value).is_integer():
-            return int(value)
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and \
+                float(number).is_integer():
+            return int(number)
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from diffses.cli import main
+from diffses.cli import main, parse, yaml_values
 from diffses.dataset import DatasetConfig, run as build_dataset
 from diffses.distill import DistillConfig, run as distill
 from diffses.figures import FiguresConfig, run as figures
@@ -183,3 +183,17 @@ def test_a_mistake_is_one_clear_message_and_exit_2(places, tmp_path, capsys, sta
     assert message in err, err
     made = [m for m in runs.rglob("manifest.json")] if runs.is_dir() else []
     assert made == [], f"a run folder was left behind: {made}"
+
+
+def test_a_config_file_is_read_as_its_flags_are(tmp_path):
+    """Values of a yaml config file take the flags' types: yaml's ``1e1`` (a string to yaml)
+    is an integer, a list is a tuple of the option's kind, a choice is kept."""
+    path = tmp_path / "distill.yaml"
+    path.write_text("generations: 1e1\nconst_range: [-1, 2]\nmode: classifier\n"
+                    "max_slots: null\n")
+    values = yaml_values(DistillConfig, path)
+    assert values == {"generations": 10, "const_range": (-1.0, 2.0), "mode": "classifier",
+                      "max_slots": None}
+    assert isinstance(values["generations"], int)
+    cfg = parse(DistillConfig, ["--config", str(path), "--generations", "3"])
+    assert cfg.gp.generations == 3 and cfg.gp.const_range == (-1.0, 2.0)
