@@ -20,7 +20,7 @@ from typing import Any, Iterator, TypeVar
 
 from diffses.cli import known_values
 from diffses.errors import UserError
-from diffses.io import check_folder_path, atomic_write_json, read_json, sha256_file
+from diffses.io import atomic_write_json, check_folder_path, read_json, sha256_file
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
