@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking
 
 venv: $(STAMP)
 
@@ -64,6 +64,14 @@ results-breakout: $(STAMP)
 	$(PY) results.py --teacher pretrained/breakout_teacher --detectors ocatari \
 		--start docs/policies/breakout_tracking_untuned.json --eval-max-steps 2000 \
 		--runs-dir $(RUNS) --name breakout
+
+# Pong (ocatari): the hand-written tracking policy fine-tuned three ways beside the teacher,
+# the distilled forests and the decision trees; games capped at 3,000 agent steps.
+results-pong-tracking: $(STAMP)
+	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari \
+		--start docs/policies/pong_tracking.json --eval-max-steps 3000 --finetune-steps 30000 \
+		--finetunes ppo reward-only cmaes --no-finetune-distilled --tune-trials 0 \
+		--runs-dir $(RUNS) --name pong_tracking
 
 # Every figure from the newest results and transfer runs and the shipped teachers
 # (FIGURES_ARGS="--docs --video-policy RUN" also refreshes docs/figures and films a policy).
