@@ -215,25 +215,16 @@ _KIND_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integer
 def _scalar(kind: Any, value: Any) -> Any:
     """``value`` as ``kind`` (what the flag's type would make of it; ``1e6``, which yaml
     reads as a string, is a number), or ValueError."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        number = float(value) if isinstance(value, str) else value
-        if isinstance(number, (int, float)) and not isinstance(number, bool) and \
-                float(number).is_integer():
-            return int(number)
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:
+    if kind not in _KIND_NAMES:
         return kind(value)
-    raise ValueError(value)
+    if isinstance(value, bool) != (kind is bool) or isinstance(value, (list, dict)) or \
+            value is None:
+        raise ValueError(value)
+    if kind in (int, float) and isinstance(value, str):
+        value = float(value)
+    if kind is int and not float(value).is_integer():
+        raise ValueError(value)
+    return kind(value)
 
 
 def option_value(o: Option, value: Any) -> Any:

@@ -31,7 +31,7 @@ from diffses.schema import DATASET, meta_path, validate_record
 from diffses.teacher import STAGE as TEACHER_STAGE
 from diffses.teacher import load_teacher, teacher_env
 from diffses.utils import resolve_device, seed_everything
-from gplearn_custom.params import require
+from gplearn_custom.params import at_least, require
 
 STAGE = "dataset"
 #: Written after every whole game of a build, removed when it completes.
@@ -72,7 +72,7 @@ class DatasetConfig:
                 (self.n_steps is not None and self.n_steps <= 0) or self.batch <= 0:
             raise UserError("--episodes, --n-steps and --batch must be positive")
         require([(self.gate > 0, "--gate must be > 0 (pixels)"),
-                 (self.max_missing >= 0, "--max-missing must be >= 0")], UserError)
+                 at_least(self.max_missing, 0, "--max-missing")], UserError)
 
 
 def _chunks(steps: Iterator[Transition], size: int, cfg: DatasetConfig, done: int = 0

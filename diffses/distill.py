@@ -35,7 +35,7 @@ from diffses.schema import DATASET, Dataset, SchemaError, meta_path
 from diffses.utils import resolve_device, seed_everything
 from gplearn_custom.compact import collapse_linear, extend_linear, logistic_loss, \
     logistic_scaling, polish, prune
-from gplearn_custom.params import GPParams, require
+from gplearn_custom.params import GPParams, at_least, n_jobs_ok, require
 from see import operators as ops
 from see.tree import evaluate, from_gplearn, softmax
 
@@ -102,12 +102,10 @@ class DistillConfig:
             (self.dagger >= 0 and self.dagger_episodes >= 1,
              "dagger must be >= 0 and dagger_episodes >= 1"),
             (0 <= self.prune_tolerance < 1, "prune_tolerance must be in [0, 1)"),
-            (self.max_slots is None or self.max_slots >= 1, "--max-slots must be at least 1"),
-            (self.n_jobs >= 1 or self.n_jobs == -1,
-             "--n-jobs must be at least 1, or -1 for every CPU"),
-            (self.eval_episodes >= 0, "--eval-episodes must be >= 0"),
-            (self.eval_max_steps is None or self.eval_max_steps >= 1,
-             "--eval-max-steps must be at least 1"),
+            at_least(self.max_slots, 1, "--max-slots"),
+            n_jobs_ok(self.n_jobs),
+            at_least(self.eval_episodes, 0, "--eval-episodes"),
+            at_least(self.eval_max_steps, 1, "--eval-max-steps"),
         ], UserError)
 
     def gplearn_params(self, seed: int) -> dict[str, Any]:
@@ -378,13 +376,14 @@ def resolve_dataset(ref: str, runs_dir: str, max_slots: int | None = None
     return DatasetArrays.open(path, max_slots), None
 
 
-def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset | DatasetArrays
-                 ) -> dict[str, Any]:
-    """Returns of the policy and the teacher on the same seeded games."""
+def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset | DatasetArrays,
+                 players: tuple[Run, str] | None = None) -> dict[str, Any]:
+    """Returns of the policy and the teacher on the same seeded games (``players``: the
+    teacher run and detector, default :func:`_players`)."""
     from diffses.detection import load_detector
     from diffses.perception import Perception
     from diffses.play import evaluate_side_by_side
-    teacher_run, detector_ref = _players(cfg, data)
+    teacher_run, detector_ref = players or _players(cfg, data)
     detector = load_detector(detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
                              device=cfg.device)
     return evaluate_side_by_side(policy, Perception(detector), teacher_run, cfg.eval_episodes,
@@ -407,14 +406,13 @@ def _players(cfg: DistillConfig, data: Dataset | DatasetArrays) -> tuple[Run, st
 
 
 def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
-           metrics: dict[str, Any], run_: Run
+           metrics: dict[str, Any], run_: Run, players: tuple[Run, str]
            ) -> tuple[SymbolicPolicy, dict[str, Any], DatasetArrays]:
     """``cfg.dagger`` rounds of play, teacher labels and distillation; returns the forest whose
     games scored best (the later on ties), its metrics (with the rounds) and the aggregated
     dataset, written into the run folder."""
     from diffses import dataset as ds
-    teacher_run, detector = _players(cfg, data)
-    teacher = str(teacher_run.path)
+    teacher, detector = str(players[0].path), players[1]
     rounds, best = [], None
     for k in range(cfg.dagger + 1):
         student = policy.save(run_.path / f"dagger_{k}" / POLICY)
@@ -463,8 +461,7 @@ def run(cfg: DistillConfig) -> Run:
     data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir, cfg.max_slots)
     env_id = (data.meta or {}).get("env_id", "unknown")
     resolve_device(cfg.device)
-    if cfg.eval_episodes > 0 or cfg.dagger:
-        _players(cfg, data)
+    players = _players(cfg, data) if cfg.eval_episodes > 0 or cfg.dagger else None
     run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, flat_values(cfg))
     with run_.failing():
         run_.add_input("dataset", data.path)
@@ -476,13 +473,13 @@ def run(cfg: DistillConfig) -> Run:
               f"{cfg.gp.generations} generations")
         policy, metrics = distil(cfg, data)
         if cfg.dagger:
-            policy, metrics, data = dagger(cfg, data, policy, metrics, run_)
+            policy, metrics, data = dagger(cfg, data, policy, metrics, run_, players)
             run_.add_output(run_.path / DATASET)
         policy.provenance = {"dataset": str(data.path), "run": str(run_.path),
                              "detector": (data.meta or {}).get("detector"),
                              "teacher_run": (data.meta or {}).get("teacher_run")}
         if cfg.eval_episodes > 0:
-            metrics["play"] = play_metrics(cfg, policy, data)
+            metrics["play"] = play_metrics(cfg, policy, data, players)
         policy.save(run_.path / POLICY)
         atomic_write_text(run_.path / "policy.py", policy.to_python())
         run_.add_output(run_.path / POLICY)

@@ -42,7 +42,7 @@ from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
 from gplearn_custom.fitness import KINDS, FitnessSpec
 from gplearn_custom.genetic import GeneticForestSearch
 from gplearn_custom.parallel import WorkerPool
-from gplearn_custom.params import EvolutionParams, GPParams, require
+from gplearn_custom.params import EvolutionParams, GPParams, at_least, n_jobs_ok, require
 from gplearn_custom.ppo import ConstantPPO, PPOConfig, one_thread
 from gplearn_custom.tuning import OPTIMIZERS, ConstantTuner
 from see import operators as ops
@@ -128,10 +128,8 @@ class FinetuneConfig:
             (self.checkpoint_freq >= 1, "checkpoint_freq must be at least 1"),
             (self.select_episodes >= 0, "select_episodes must be >= 0"),
             (self.select_every >= 1, "select_every must be at least 1"),
-            (self.n_jobs >= 1 or self.n_jobs == -1,
-             "--n-jobs must be at least 1, or -1 for every CPU"),
-            (self.eval_max_steps is None or self.eval_max_steps >= 1,
-             "--eval-max-steps must be at least 1"),
+            n_jobs_ok(self.n_jobs),
+            at_least(self.eval_max_steps, 1, "--eval-max-steps"),
         ], UserError)
         try:
             self.ppo_config()

@@ -23,6 +23,7 @@ from diffses.io import atomic_write_json, sha256_file
 from diffses.play import greedy_teacher, play_episodes
 from diffses.runs import MANIFEST, Run, git_commit, package_versions, resolve_run
 from diffses.teacher import STAGE, load_teacher, save_model
+from gplearn_custom.params import at_least, require
 
 MODEL = "model.zip"
 CURVE = "learning_curve.png"
@@ -47,8 +48,7 @@ class ShipTeacherConfig:
     def __post_init__(self) -> None:
         if self.episodes <= 0:
             raise UserError("--episodes must be positive")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UserError("--max-steps must be at least 1")
+        require([at_least(self.max_steps, 1, "--max-steps")], UserError)
 
 
 def training_command(run_: Run) -> str:

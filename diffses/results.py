@@ -35,7 +35,7 @@ from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, jsonable, resolve_run, resume_config
 from diffses.teacher import load_teacher
-from gplearn_custom.params import require
+from gplearn_custom.params import at_least, require
 
 STAGE = "results"
 #: Each finished step's outcome (dataset path, row), read back by ``--resume``.
@@ -108,14 +108,11 @@ class ResultsConfig:
         positive = ("eval_episodes", "dataset_episodes", "finetune_steps", "finetune_max_steps",
                     "restarts", "select_episodes", "evolve_population", "evolve_generations",
                     "tune_episodes")
-        require([*((getattr(self, k) >= 1, f"--{k.replace('_', '-')} must be at least 1")
-                   for k in positive),
-                 (self.eval_max_steps is None or self.eval_max_steps >= 1,
-                  "--eval-max-steps must be at least 1"),
-                 (self.tune_trials >= 0, "--tune-trials must be >= 0"),
-                 (self.generations >= 2, "--generations must be at least 2"),
-                 (self.population_size >= 10, "--population-size must be at least 10")],
-                UserError)
+        require([*(at_least(getattr(self, k), 1, f"--{k.replace('_', '-')}") for k in positive),
+                 at_least(self.eval_max_steps, 1, "--eval-max-steps"),
+                 at_least(self.tune_trials, 0, "--tune-trials"),
+                 at_least(self.generations, 2, "--generations"),
+                 at_least(self.population_size, 10, "--population-size")], UserError)
 
     def effective(self) -> "ResultsConfig":
         """This config, shrunk to spot-check budgets with ``quick``."""

@@ -21,7 +21,7 @@ from diffses.hyperparams import DEFAULT_FILE, load_hyperparams, split_hyperparam
 from diffses.io import atomic_save, atomic_write_json, read_json
 from diffses.runs import Run, jsonable, resume_config
 from diffses.utils import resolve_device, seed_everything
-from gplearn_custom.params import require
+from gplearn_custom.params import at_least, require
 
 STAGE = "teacher"
 CHECKPOINTS = "checkpoints"
@@ -66,13 +66,12 @@ class TeacherConfig:
         if self.checkpoint_freq <= 0:
             raise UserError("--checkpoint-freq must be positive")
         require([
-            (self.final_eval_episodes >= 0, "--final-eval-episodes must be >= 0"),
-            (self.eval_episodes >= 1, "--eval-episodes must be at least 1"),
-            (self.n_envs is None or self.n_envs >= 1, "--n-envs must be at least 1"),
-            (self.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1"),
+            at_least(self.final_eval_episodes, 0, "--final-eval-episodes"),
+            at_least(self.eval_episodes, 1, "--eval-episodes"),
+            at_least(self.n_envs, 1, "--n-envs"),
+            at_least(self.keep_checkpoints, 1, "--keep-checkpoints"),
             (self.eval_freq >= 0, "--eval-freq must be >= 0 (0: no evaluations)"),
-            (self.eval_max_steps is None or self.eval_max_steps >= 1,
-             "--eval-max-steps must be at least 1"),
+            at_least(self.eval_max_steps, 1, "--eval-max-steps"),
         ], UserError)
 
 

@@ -27,6 +27,7 @@ from diffses.play import (SymbolicAgent, greedy_teacher, load_player, play_episo
                           returns_summary)
 from diffses.runs import Run, jsonable, resolve_run
 from diffses.teacher import load_teacher
+from gplearn_custom.params import at_least, require
 
 STAGE = "transfer"
 
@@ -106,8 +107,7 @@ class TransferConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise UserError("--episodes must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UserError("--max-steps must be at least 1")
+        require([at_least(self.max_steps, 1, "--max-steps")], UserError)
 
 
 def _random_actor(n_actions: int, seed: int) -> Callable[[], Callable[..., int]]:

@@ -27,6 +27,7 @@ from diffses.policy import SymbolicPolicy
 from diffses.rollout import rollout
 from diffses.runs import Run
 from diffses.teacher import load_teacher, teacher_env
+from gplearn_custom.params import at_least, require
 
 SCALE = 2
 PANEL = 360
@@ -211,8 +212,7 @@ class PlayConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.video_steps < 1:
             raise UserError("--episodes and --video-steps must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UserError("--max-steps must be at least 1")
+        require([at_least(self.max_steps, 1, "--max-steps")], UserError)
         if self.video and Path(self.video).suffix.lower() not in (".mp4", ".gif"):
             raise UserError(f"--video {self.video}: give a .mp4 or .gif path")
 

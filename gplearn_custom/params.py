@@ -26,6 +26,17 @@ def require(checks: Iterable[tuple[bool, str]], error: type[Exception] = ValueEr
             raise error(message)
 
 
+def at_least(value: float | None, low: float, name: str) -> tuple[bool, str]:
+    """A :func:`require` check: ``value`` is at least ``low`` (None, an unset option, passes)."""
+    return value is None or value >= low, \
+        f"{name} must be {'>= 0' if low == 0 else f'at least {low:g}'}"
+
+
+def n_jobs_ok(n_jobs: int) -> tuple[bool, str]:
+    """A :func:`require` check of a worker count: at least 1, or -1 for every CPU."""
+    return n_jobs >= 1 or n_jobs == -1, "--n-jobs must be at least 1, or -1 for every CPU"
+
+
 @dataclass(frozen=True)
 class GPParams:
     """Genetic-programming parameters, with gplearn's names and meanings."""
