@@ -135,17 +135,23 @@ class Split:
 
 def split_episodes(data: Dataset | DatasetArrays, layout: FeatureLayout, fraction: float,
                    seed: int) -> Split:
-    """Hold out a seeded share of episodes (or the last share of steps, for one episode)."""
+    """Hold out a seeded share of episodes (or the last share of steps, for one episode). In
+    a DAgger dataset only the teacher's own episodes (meta ``teacher_episodes``) are held out,
+    the same ones as in the dataset it grew from; the student's games are all for training."""
     data = DatasetArrays.of(data)
     episodes = data.episodes
-    unique = np.unique(episodes)
-    if len(unique) >= 2:
+    pool = np.unique(episodes)
+    own = (data.meta or {}).get("teacher_episodes")
+    if own is not None:
+        pool = np.intersect1d(pool, np.asarray(own, dtype=pool.dtype))
+    if len(pool) >= 2:
         rng = np.random.default_rng(seed)
-        n_val = max(1, int(round(fraction * len(unique))))
-        held = set(rng.permutation(unique)[:n_val].tolist())
-        val = np.isin(episodes, list(held))
+        n_val = max(1, int(round(fraction * len(pool))))
+        val = np.isin(episodes, rng.permutation(pool)[:n_val])
     else:
-        val = np.arange(data.n_records) >= int(round((1 - fraction) * data.n_records))
+        rows = np.flatnonzero(np.isin(episodes, pool))
+        val = np.zeros(data.n_records, dtype=bool)
+        val[rows[int(round((1 - fraction) * len(rows))):]] = True
     if val.all() or not val.any():
         raise UserError(f"{data.path}: too few records to hold out a validation share")
     X = data.features(layout)
@@ -351,15 +357,37 @@ def tree_forest(model: Any, n_actions: int) -> list[list[dict]]:
     return [build(0, a) for a in range(n_actions)]
 
 
-def decision_tree_policy(policy: SymbolicPolicy, split: Split, seed: int
-                         ) -> tuple[SymbolicPolicy, int]:
-    """The VIPER-style baseline: a decision tree with about as many nodes as ``policy``'s
-    forest, fitted on the same training records; returns it as a policy and its node count."""
+def decision_tree_policy(policy: SymbolicPolicy, split: Split, seed: int,
+                         leaves: int | None = None) -> tuple[SymbolicPolicy, int]:
+    """The VIPER-style baseline: a decision tree with ``leaves`` leaves (default: about as many
+    nodes as ``policy``'s forest), fitted on the split's training records; returns it as a
+    policy of ``policy``'s layout and its node count."""
     from sklearn.tree import DecisionTreeClassifier
-    leaves = max(2, (sum(len(t) for t in policy.trees) + 1) // 2)
+    leaves = leaves or tree_leaves(policy)
     model = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=seed).fit(
         split.X_train, split.a_train)
     return policy.with_trees(tree_forest(model, policy.n_actions)), int(model.tree_.node_count)
+
+
+def tree_leaves(policy: SymbolicPolicy) -> int:
+    """Leaves of a decision tree with about as many nodes as ``policy``'s forest."""
+    return max(2, (sum(len(t) for t in policy.trees) + 1) // 2)
+
+
+def tree_fit(policy: SymbolicPolicy, fraction: float, seed: int
+             ) -> Callable[[DatasetArrays], tuple[SymbolicPolicy, dict[str, Any]]]:
+    """A :func:`dagger` ``fit`` for the decision-tree baseline of ``policy``'s size and layout:
+    the tree and its metrics on the dataset's own split."""
+    leaves = tree_leaves(policy)
+
+    def fit(data: DatasetArrays) -> tuple[SymbolicPolicy, dict[str, Any]]:
+        split = split_episodes(data, policy.layout, fraction, seed)
+        tree, nodes = decision_tree_policy(policy, split, seed, leaves)
+        tree.metrics = {"validation_agreement": float((tree.act(split.X_val) ==
+                                                       split.a_val).mean()),
+                        "tree_sizes": [len(t) for t in tree.trees], "nodes": nodes}
+        return tree, tree.metrics
+    return fit
 
 
 def resolve_dataset(ref: str, runs_dir: str, max_slots: int | None = None
@@ -406,16 +434,18 @@ def _players(cfg: DistillConfig, data: Dataset | DatasetArrays) -> tuple[Run, st
 
 
 def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
-           metrics: dict[str, Any], run_: Run, players: tuple[Run, str]
+           metrics: dict[str, Any], folder: Path, players: tuple[Run, str],
+           fit: Callable[[DatasetArrays], tuple[SymbolicPolicy, dict[str, Any]]] | None = None
            ) -> tuple[SymbolicPolicy, dict[str, Any], DatasetArrays]:
-    """``cfg.dagger`` rounds of play, teacher labels and distillation; returns the forest whose
-    games scored best (the later on ties), its metrics (with the rounds) and the aggregated
-    dataset, written into the run folder."""
+    """``cfg.dagger`` rounds of play, teacher labels and refitting (``fit``, default: distil
+    with ``cfg``); returns the policy whose games scored best (the later on ties), its metrics
+    (with the rounds) and the aggregated dataset, written into ``folder``."""
     from diffses import dataset as ds
+    fit = fit or (lambda d: distil(cfg, d))
     teacher, detector = str(players[0].path), players[1]
     rounds, best = [], None
     for k in range(cfg.dagger + 1):
-        student = policy.save(run_.path / f"dagger_{k}" / POLICY)
+        student = policy.save(folder / f"dagger_{k}" / POLICY)
         played = ds.run(ds.DatasetConfig(
             teacher=teacher, detector=detector, student=str(student),
             episodes=cfg.dagger_episodes, seed=cfg.seed + DAGGER_SEED_OFFSET + k,
@@ -423,6 +453,7 @@ def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
             progress=False))
         returns = played.manifest["summary"]["episode_returns"]
         rounds.append({"round": k, "records": data.n_records, "returns": returns,
+                       "game_records": int(played.manifest["summary"]["records"]),
                        "mean_return": float(np.mean(returns)),
                        "validation_agreement": metrics["validation_agreement"],
                        "tree_sizes": metrics["tree_sizes"], "games": str(played.path)})
@@ -433,8 +464,8 @@ def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
             best = (rounds[-1]["mean_return"], policy, metrics)
         if k == cfg.dagger:
             break
-        data = merge_datasets(data, played.path / DATASET, run_.path / DATASET, cfg.max_slots)
-        policy, metrics = distil(cfg, data)
+        data = merge_datasets(data, played.path / DATASET, folder / DATASET, cfg.max_slots)
+        policy, metrics = fit(data)
     kept = best[1]
     kept.metrics = dict(best[2], dagger=rounds)
     return kept, kept.metrics, data
@@ -444,7 +475,8 @@ def merge_datasets(data: DatasetArrays, more: Path, out: Path, max_slots: int | 
                    ) -> DatasetArrays:
     """Write ``data``'s records, then those of the dataset file ``more`` (its episodes numbered
     on after ``data``'s), to ``out`` with ``data``'s meta, one record at a time; returns the
-    result, validated."""
+    result, validated. The meta's ``teacher_episodes`` keeps ``data``'s own episodes (those of
+    the dataset it grew from, after the first merge), the only ones validation holds out."""
     offset = int(data.episodes.max()) + 1
     with JsonListWriter(out) as writer:
         for rec in data.iter_records():
@@ -452,7 +484,9 @@ def merge_datasets(data: DatasetArrays, more: Path, out: Path, max_slots: int | 
         for rec in iter_json_list(more, SchemaError, "record"):
             writer.write(dict(rec, episode=rec.get("episode", 0) + offset))
     if data.meta is not None:
-        atomic_write_json(meta_path(out), dict(data.meta, records=writer.count))
+        own = data.meta.get("teacher_episodes", np.unique(data.episodes).tolist())
+        atomic_write_json(meta_path(out), dict(data.meta, teacher_episodes=own,
+                                               records=writer.count))
     return DatasetArrays.open(out, max_slots)
 
 
@@ -473,7 +507,7 @@ def run(cfg: DistillConfig) -> Run:
               f"{cfg.gp.generations} generations")
         policy, metrics = distil(cfg, data)
         if cfg.dagger:
-            policy, metrics, data = dagger(cfg, data, policy, metrics, run_, players)
+            policy, metrics, data = dagger(cfg, data, policy, metrics, run_.path, players)
             run_.add_output(run_.path / DATASET)
         policy.provenance = {"dataset": str(data.path), "run": str(run_.path),
                              "detector": (data.meta or {}).get("detector"),

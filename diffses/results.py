@@ -70,6 +70,10 @@ class ResultsConfig:
                                      "search's upper bound too)")
     generations: int = arg(10, "distillation: GP generations")
     restarts: int = arg(2, "distillation: independent GP runs")
+    dagger: int = arg(0, "DAgger rounds of the distilled forest and of the decision tree "
+                         "(each plays --dagger-episodes games a round, the teacher labels "
+                         "the states, it is refitted; the best of its own games is kept)")
+    dagger_episodes: int = arg(2, "games a DAgger round plays")
     finetune_steps: int = arg(20000, "env steps of each constants tuning (the PPO, reward-only "
                                      "and CMA-ES rows; each constants variation of evolve)")
     finetune_max_steps: int = arg(2000, "cap on agent steps per fine-tuning game")
@@ -107,10 +111,11 @@ class ResultsConfig:
             raise UserError("--p-gradient must be in [0, 0.8] (the mutations keep 0.2)")
         positive = ("eval_episodes", "dataset_episodes", "finetune_steps", "finetune_max_steps",
                     "restarts", "select_episodes", "evolve_population", "evolve_generations",
-                    "tune_episodes")
+                    "tune_episodes", "dagger_episodes")
         require([*(at_least(getattr(self, k), 1, f"--{k.replace('_', '-')}") for k in positive),
                  at_least(self.eval_max_steps, 1, "--eval-max-steps"),
                  at_least(self.tune_trials, 0, "--tune-trials"),
+                 at_least(self.dagger, 0, "--dagger"),
                  at_least(self.generations, 2, "--generations"),
                  at_least(self.population_size, 10, "--population-size")], UserError)
 
@@ -243,10 +248,17 @@ def _distilled(table: Table, perception: Perception, method: str,
 
     def measured() -> dict[str, Any]:
         dist_run, seconds = _timed(lambda: distill.run(dcfg))
-        return table.measure(perception, method, *load(str(dist_run.path)), data.n_records,
-                             extra_seconds + seconds, str(dist_run.path))
+        policy, split = load(str(dist_run.path))
+        return table.measure(perception, method, policy, split,
+                             data.n_records + _dagger_steps(policy), extra_seconds + seconds,
+                             str(dist_run.path))
     folder = table.row(f"{perception.detector.name}/s{dcfg.seed}/{method}", measured)["run_path"]
     return (*load(folder), folder)
+
+
+def _dagger_steps(policy: SymbolicPolicy) -> int:
+    """Env steps of a policy's DAgger games (0 without DAgger)."""
+    return sum(r["game_records"] for r in policy.metrics.get("dagger", []))
 
 
 def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
@@ -296,18 +308,24 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
     data = DatasetArrays.open(data_path)
     run_.manifest.setdefault("datasets", {})[label] = data_path
     run_.save()
+    rounds = f", DAgger {cfg.dagger}" if cfg.dagger else ""
     for seed in cfg.seeds:
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
                                      population_size=cfg.population_size,
-                                     restarts=cfg.restarts, **common)
-        policy, split, dist_path = _distilled(table, perception, "distilled forest (gplearn)",
-                                              dcfg, data)
+                                     restarts=cfg.restarts, dagger=cfg.dagger,
+                                     dagger_episodes=cfg.dagger_episodes,
+                                     teacher=str(table.teacher_run.path), detector=detector_ref,
+                                     **common)
+        policy, split, dist_path = _distilled(table, perception,
+                                              f"distilled forest (gplearn{rounds})", dcfg, data)
 
         def tree_row() -> dict[str, Any]:
-            dt, dt_nodes = distill.decision_tree_policy(policy, split, seed)
-            return table.measure(perception, "decision tree, same size (VIPER-style)", dt,
-                                 split, data.n_records, 0.0, None, dt_nodes / policy.n_actions)
-        table.row(f"{detector.name}/s{seed}/decision tree", tree_row)
+            (dt, metrics), seconds = _timed(lambda: _tree(dcfg, data, policy, split, run_,
+                                                          table.teacher_run, detector_ref))
+            return table.measure(perception, f"decision tree, same size (VIPER-style{rounds})",
+                                 dt, split, data.n_records + _dagger_steps(dt), seconds, None,
+                                 metrics["nodes"] / policy.n_actions)
+        table.row(f"{detector.name}/s{seed}/decision tree{rounds}", tree_row)
         if cfg.finetune_distilled:
             finetune_rows(cfg, table, perception, detector_ref, dist_path, "fine-tuned",
                           data_path, split, seed)
@@ -322,6 +340,23 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                           data_path, given_split, seed)
     if cfg.tune_trials:
         tune_rows(cfg, table, run_, data_path, data, perception)
+
+
+def _tree(dcfg: distill.DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
+          split: distill.Split, run_: Run, teacher_run: Run, detector_ref: str
+          ) -> tuple[SymbolicPolicy, dict[str, Any]]:
+    """The decision-tree baseline of the forest's size, fitted on the forest's split, then
+    through the forest's DAgger rounds of its own (its rounds in the results run folder)."""
+    tree, nodes = distill.decision_tree_policy(policy, split, dcfg.seed)
+    metrics = {"validation_agreement": _agreement(tree, split),
+               "tree_sizes": [len(t) for t in tree.trees], "nodes": nodes}
+    if not dcfg.dagger:
+        return tree, metrics
+    folder = run_.path / "trees" / f"{Path(detector_ref).name}_s{dcfg.seed}"
+    fit = distill.tree_fit(policy, dcfg.validation_fraction, dcfg.seed)
+    tree, metrics, _ = distill.dagger(dcfg, data, tree, metrics, folder,
+                                      (teacher_run, detector_ref), fit)
+    return tree, metrics
 
 
 def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data: DatasetArrays,

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from diffses.arrays import DatasetArrays, cache_path
-from diffses.distill import DistillConfig, distil, merge_datasets
+from diffses.distill import DistillConfig, distil, merge_datasets, split_episodes
 from diffses.features import FeatureLayout
 from diffses.io import JsonListWriter
 from diffses.schema import SchemaError, load_dataset
@@ -153,3 +153,19 @@ def test_merging_datasets_numbers_the_new_episodes_on(tmp_path):
     np.testing.assert_array_equal(merged.episodes[300:], np.arange(200) // 100 + 3)
     assert load_dataset(tmp_path / "m.json").records[300]["state"] == \
         planted_records(n=1, seed=1)[0]["state"]
+
+
+def test_a_merged_dataset_holds_out_only_the_teachers_own_episodes(tmp_path):
+    first = write_records(tmp_path / "a.json", planted_records(n=500, seed=0))
+    more = write_records(tmp_path / "b.json", planted_records(n=400, seed=1))
+    data = DatasetArrays.open(first)
+    layout = data.layout()
+    merged = merge_datasets(data, more, tmp_path / "m.json", None)
+    assert merged.meta["teacher_episodes"] == [0, 1, 2, 3, 4]
+    twice = merge_datasets(merged, more, tmp_path / "m2.json", None)
+    assert twice.meta["teacher_episodes"] == [0, 1, 2, 3, 4]
+    for seed in range(4):
+        alone = split_episodes(data, layout, 0.4, seed)
+        grown = split_episodes(twice, layout, 0.4, seed)
+        np.testing.assert_array_equal(grown.X_val, alone.X_val)
+        assert len(grown.X_train) == len(alone.X_train) + 800

@@ -15,6 +15,7 @@ from sklearn.tree import DecisionTreeClassifier
 from conftest import ROOT, run_cli
 from diffses.figures import FiguresConfig
 from diffses.figures import run as make_figures
+from diffses.arrays import DatasetArrays
 from diffses.detection import load_detector
 from diffses.distill import tree_forest
 from diffses.errors import UserError
@@ -85,6 +86,30 @@ def test_results_table_end_to_end(teacher_run, tmp_path):
     names = {p.name for p in figures.path.iterdir()}
     assert {"results_returns_pong.png", "results_returns_pong.svg",
             "formula_sizes_pong.png", "finetune_curves_pong.png"} <= names
+
+
+def test_dagger_rows_refit_the_forest_and_the_tree_on_their_own_games(short_games_teacher,
+                                                                     tmp_path):
+    cfg = ResultsConfig(teacher=str(short_games_teacher.path), detectors=("ocatari",),
+                        seeds=(0,), eval_episodes=1, eval_max_steps=30, dataset_episodes=1,
+                        population_size=30, generations=2, restarts=1, finetunes=(),
+                        tune_trials=0, dagger=1, dagger_episodes=1, runs_dir=str(tmp_path))
+    done = run(cfg)
+    rows = {r["method"]: r for r in json.loads((done.path / "results.json").read_text())["rows"]}
+    assert list(rows) == ["teacher (pixel PPO)", "distilled forest (gplearn, DAgger 1)",
+                          "decision tree, same size (VIPER-style, DAgger 1)"]
+    records = DatasetArrays.open(done.manifest["datasets"]["ocatari"]).n_records
+    forest = SymbolicPolicy.load(Path(rows["distilled forest (gplearn, DAgger 1)"]["runs"][0])
+                                 / "policy.json")
+    assert [r["round"] for r in forest.metrics["dagger"]] == [0, 1]
+    trees = done.path / "trees" / "ocatari_s0"
+    assert sorted(p.parent.name for p in trees.glob("dagger_*/policy.json")) == \
+        ["dagger_0", "dagger_1"]
+    grown = DatasetArrays.open(trees / "dataset.json")
+    assert grown.meta["teacher_episodes"] == [0] and grown.n_records > records
+    for method, row in rows.items():
+        if method != "teacher (pixel PPO)":
+            assert row["env_steps"] > records
 
 
 def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tmp_path):
