@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking results-pong-dagger
 
 venv: $(STAMP)
 
@@ -72,6 +72,13 @@ results-pong-tracking: $(STAMP)
 		--start docs/policies/pong_tracking.json --eval-max-steps 3000 --finetune-steps 30000 \
 		--finetunes ppo reward-only cmaes --no-finetune-distilled --tune-trials 0 \
 		--runs-dir $(RUNS) --name pong_tracking
+
+# Pong (ocatari): the distilled forests and the decision trees with three DAgger rounds each,
+# the forests fine-tuned by reward alone; games capped at 3,000 agent steps.
+results-pong-dagger: $(STAMP)
+	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari --dagger 3 \
+		--dagger-episodes 3 --eval-max-steps 3000 --finetunes reward-only --tune-trials 0 \
+		--runs-dir $(RUNS) --name pong_dagger
 
 # Every figure from the newest results and transfer runs and the shipped teachers
 # (FIGURES_ARGS="--docs --video-policy RUN" also refreshes docs/figures and films a policy).
