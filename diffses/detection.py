@@ -65,10 +65,15 @@ class Detector(ABC):
         """Objects per frame. ``frames``: (B, H, W, 3) uint8 RGB; ``infos``: env infos."""
 
 
+def names_types_alike(layout_types: dict[int, str], names: dict[int, str]) -> bool:
+    """Whether ``names`` (type id -> name) names every type of a layout as the layout does."""
+    return all(names.get(t) == n for t, n in layout_types.items())
+
+
 def check_object_types(layout_types: dict[int, str], detector: Detector, policy: str,
                        detector_ref: str) -> None:
     """Refuse a policy that reads object types the detector names otherwise."""
-    if any(detector.type_names.get(t) != n for t, n in layout_types.items()):
+    if not names_types_alike(layout_types, detector.type_names):
         raise UserError(f"policy {policy} reads object types {layout_types} but detector "
                         f"{detector_ref} names them {detector.type_names}; use the detector "
                         f"the policy was distilled with")

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
-from diffses.detection import Detector, check_object_types, load_detector
+from diffses.detection import Detector, check_object_types, load_detector, \
+    names_types_alike
 from diffses.distill import resolve_dataset
 from diffses.envs import require_same_game
 from diffses.errors import UserError
@@ -218,6 +219,12 @@ def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: boo
         raise UserError(f"dataset {dataset.path} is of {data_env} with {dataset.n_actions} "
                         f"actions, not of the policy's {policy.env_id} with "
                         f"{policy.n_actions}; pass the policy's dataset")
+    data_types = {int(t): n for t, n in ((dataset.meta or {}).get("type_names") or {}).items()
+                  } if dataset is not None else {}
+    if data_types and not names_types_alike(policy.layout.type_names, data_types):
+        raise UserError(f"dataset {dataset.path} names its object types {data_types}, but "
+                        f"policy {path} reads {policy.layout.type_names}; pass a dataset of "
+                        f"the policy's detector")
     if cfg.fitness != "reward" and dataset is None:
         raise UserError(f"--fitness {cfg.fitness} needs a dataset of teacher actions; "
                         f"pass --dataset")

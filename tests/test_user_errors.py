@@ -138,6 +138,9 @@ CASES = [
     ("play", ["--policy", PONG_POLICY, "--teacher", BREAKOUT, "--teacher-too"],
      "plays Breakout"),
     ("transfer", ["--teacher", PONG, "--policies", BREAKOUT_POLICY], "plays Breakout"),
+    # a dataset whose objects another detector named
+    ("finetune", ["--policy", PONG_POLICY, "--dataset", "{learned_types}"],
+     "names its object types"),
 ]
 
 
@@ -162,6 +165,11 @@ def places(tmp_path_factory) -> dict[str, str]:
     for name, text in CONFIGS.items():
         (tmp / f"{name}.yaml").write_text(text)
         out[name] = str(tmp / f"{name}.yaml")
+    meta = json.loads((ROOT / "sample.meta.json").read_text())
+    meta["type_names"] = {t: f"type{t}" for t in meta["type_names"]}
+    shutil.copy(DATASET, tmp / "learned.json")
+    (tmp / "learned.meta.json").write_text(json.dumps(meta))
+    out["learned_types"] = str(tmp / "learned.json")
     return out
 
 
