@@ -78,7 +78,8 @@ def main() -> None:
                      overrides))
     train_minutes = (time.perf_counter() - t0) / 60
     result = evaluate_task(Task("eval", None, str(frames_run.path), args.runs_dir,
-                                str(run.path), None, {"num_threads": args.threads}))
+                                str(run.path), None, {"num_threads": args.threads,
+                                                      "eval.name_types": True}))
     test = load_frames(frames_run.path, select_records(frames_run.path, result["split"]))
     checkpoint = run.path / FINAL
     fps = {f"{t}_thread{'s' if t > 1 else ''}": round(detection_fps(checkpoint, test, t), 1)

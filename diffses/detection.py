@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,6 +58,8 @@ class Detector(ABC):
     env_kwargs: dict[str, Any]
     #: the env id a learned detector was trained on, when its checkpoint records it
     env_id: str | None = None
+    #: learned type id -> the ground-truth class it matched when evaluated (empty: unnamed)
+    classes: dict[int, str] = {}
 
     @abstractmethod
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
@@ -70,13 +72,53 @@ def names_types_alike(layout_types: dict[int, str], names: dict[int, str]) -> bo
     return all(names.get(t) == n for t, n in layout_types.items())
 
 
-def check_object_types(layout_types: dict[int, str], detector: Detector, policy: str,
-                       detector_ref: str) -> None:
-    """Refuse a policy that reads object types the detector names otherwise."""
-    if not names_types_alike(layout_types, detector.type_names):
-        raise UserError(f"policy {policy} reads object types {layout_types} but detector "
-                        f"{detector_ref} names them {detector.type_names}; use the detector "
-                        f"the policy was distilled with")
+class NamedDetector(Detector):
+    """A learned detector seen through a policy's type ids: each learned type becomes the
+    layout type of the class it matched (several learned types may share one); detections of
+    the other types are dropped."""
+
+    def __init__(self, inner: Detector, type_map: dict[int, int], type_names: dict[int, str]):
+        self.inner, self.type_map, self.type_names = inner, dict(type_map), dict(type_names)
+        self.name, self.env_kwargs, self.env_id = inner.name, inner.env_kwargs, inner.env_id
+
+    def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
+               ) -> list[list[Detection]]:
+        return [[replace(d, type=self.type_map[d.type]) for d in dets if d.type in self.type_map]
+                for dets in self.inner.detect(frames, infos)]
+
+
+def detector_for(layout_types: dict[int, str], detector: Detector, policy: str,
+                 detector_ref: str) -> Detector:
+    """The detector a policy reading ``layout_types`` plays with: ``detector`` when it names
+    them alike, else ``detector`` with its learned types named by ``classes`` when they cover
+    every type the policy reads (an ocatari policy on a named SPACE detector); anything else
+    is refused."""
+    if names_types_alike(layout_types, detector.type_names):
+        return detector
+    by_class = {n: t for t, n in layout_types.items()}
+    if detector.classes and set(by_class) <= set(detector.classes.values()):
+        return NamedDetector(detector, {k: by_class[c] for k, c in detector.classes.items()
+                                        if c in by_class}, layout_types)
+    hint = "" if detector.classes else (
+        "; a SPACE detector's types get class names from `space/main.py --task eval "
+        "--checkpoint CKPT --frames RUN eval.name_types=true`")
+    raise UserError(f"policy {policy} reads object types {layout_types} but detector "
+                    f"{detector_ref} names them {detector.type_names}; use the detector "
+                    f"the policy was distilled with{hint}")
+
+
+def match(pred: Sequence[Detection], truth: Sequence[Detection], gate: float
+          ) -> list[tuple[int, int, float]]:
+    """(pred index, truth index, centre distance) of one frame's pairs matched by the
+    Hungarian algorithm on centre distance, each within ``gate`` pixels."""
+    from scipy.optimize import linear_sum_assignment
+    if not pred or not truth:
+        return []
+    p = np.array([[d.x, d.y] for d in pred])       # (P, 2)
+    t = np.array([[d.x, d.y] for d in truth])      # (T, 2)
+    dist = np.linalg.norm(p[:, None, :] - t[None, :, :], axis=-1)  # (P, T)
+    rows, cols = linear_sum_assignment(np.where(dist <= gate, dist, 1e6))
+    return [(int(r), int(c), float(dist[r, c])) for r, c in zip(rows, cols) if dist[r, c] <= gate]
 
 
 def boxes_from_objects(objects: Sequence[dict[str, Any]], type_ids: dict[str, int],

@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
-from diffses.detection import Detector, check_object_types, load_detector, \
-    names_types_alike
+from diffses.detection import Detector, detector_for, load_detector, names_types_alike
 from diffses.distill import resolve_dataset
 from diffses.envs import require_same_game
 from diffses.errors import UserError
@@ -208,9 +207,9 @@ def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: boo
     detector_ref = refs["detector"] or prov.get("detector")
     if not detector_ref:
         raise UserError(f"policy {path} does not name its detector; pass --detector")
-    detector = load_detector(detector_ref, env_id=policy.env_id, runs_dir=cfg.runs_dir,
-                             device=device)
-    check_object_types(policy.layout.type_names, detector, str(path), detector_ref)
+    detector = detector_for(policy.layout.type_names, load_detector(
+        detector_ref, env_id=policy.env_id, runs_dir=cfg.runs_dir, device=device), str(path),
+        detector_ref)
     dataset = resolve_dataset_input(refs["dataset"], None if pinned else prov.get("dataset"),
                                     cfg.runs_dir)
     data_env = (dataset.meta or {}).get("env_id") if dataset is not None else None

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from diffses.detection import Detector, load_detector
+from diffses.detection import Detector, detector_for, load_detector
 from diffses.envs import reset_info
 from diffses.perception import Perception
 from diffses.play import SymbolicAgent
@@ -123,7 +123,9 @@ class PerceptionEnvFactory:
         if self.loaded is not None:
             return self.loaded
         run = Run.load(self.teacher_run, "teacher")
-        return Loaded(run, _detector(self.detector, run.env_id, self.runs_dir, self.device),
+        detector = detector_for(self.policy.layout.type_names, _detector(
+            self.detector, run.env_id, self.runs_dir, self.device), "in play", self.detector)
+        return Loaded(run, detector,
                       _teacher_model(str(run.path), self.device) if self.with_teacher else None)
 
     def __call__(self, index: int = 0) -> PerceptionEnv:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from diffses.detection import Detector, load_detector
+from diffses.detection import Detector, detector_for, load_detector
 from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.perception import Perception
@@ -73,8 +73,9 @@ def load_player(ref: str, runs_dir: str, teacher: str | None = None,
     teacher_run = resolve_run(teacher, "teacher", runs_dir)
     require_same_game(f"teacher {teacher_run.path}", teacher_run.env_id, f"policy {path}",
                       policy.env_id)
-    return policy, teacher_run, load_detector(detector, env_id=teacher_run.env_id,
-                                              runs_dir=runs_dir, device="cpu")
+    return policy, teacher_run, detector_for(policy.layout.type_names, load_detector(
+        detector, env_id=teacher_run.env_id, runs_dir=runs_dir, device="cpu"), str(path),
+        detector)
 
 
 def play_episodes(teacher_run: Run, seeds: Sequence[int],

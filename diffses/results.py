@@ -26,7 +26,7 @@ import yaml
 from diffses import dataset, distill, finetune, tune
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg
-from diffses.detection import Detector, check_object_types, load_detector
+from diffses.detection import Detector, detector_for, load_detector, names_types_alike
 from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.io import atomic_write_json, atomic_write_text
@@ -191,11 +191,13 @@ class Table:
         return entry
 
     def measure(self, perception: Perception, method: str, policy: SymbolicPolicy,
-                split: distill.Split, env_steps: int, seconds: float, run_path: str | None,
-                nodes: float | None = None) -> dict[str, Any]:
-        """A symbolic policy's row: its games, held-out agreement and size."""
+                split: distill.Split | None, env_steps: int, seconds: float,
+                run_path: str | None, nodes: float | None = None) -> dict[str, Any]:
+        """A symbolic policy's row: its games, held-out agreement (none without a split of
+        records in its own object types) and size."""
         return dict(perception=_label(perception.detector), method=method,
-                    returns=self.play(policy, perception), agreement=_agreement(policy, split),
+                    returns=self.play(policy, perception),
+                    agreement=None if split is None else _agreement(policy, split),
                     nodes=_nodes(policy) if nodes is None else nodes, env_steps=env_steps,
                     seconds=seconds, run_path=run_path)
 
@@ -275,10 +277,11 @@ def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, An
 
 
 def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, detector_ref: str,
-                  start: str, prefix: str, data_path: str, split: distill.Split, seed: int
-                  ) -> None:
+                  start: str, prefix: str, data_path: str | None, split: distill.Split | None,
+                  seed: int) -> None:
     """The chosen fine-tunings of the policy at ``start`` (a run folder or policy.json), one
-    seed, each a row ``prefix: <method>``."""
+    seed, each a row ``prefix: <method>`` (``data_path``: the dataset in the policy's object
+    types, if any)."""
     for key in cfg.finetunes:
         method, options = FINETUNES[key]
         fcfg = finetune.FinetuneConfig(
@@ -331,13 +334,16 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                           data_path, split, seed)
         for path, given in starts.items():
             name = Path(path).stem
+            alike = names_types_alike(given.layout.type_names, data.layout().type_names)
             given_split = distill.split_episodes(data, given.layout, dcfg.validation_fraction,
-                                                 seed)
+                                                 seed) if alike else None
+            seen = Perception(detector_for(given.layout.type_names, detector, path,
+                                           detector_ref))
             if seed == cfg.seeds[0]:
                 table.row(f"{detector.name}/given: {name}", lambda: table.measure(
-                    perception, f"given: {name}", given, given_split, 0, 0.0, path))
-            finetune_rows(cfg, table, perception, detector_ref, path, f"fine-tuned from {name}",
-                          data_path, given_split, seed)
+                    seen, f"given: {name}", given, given_split, 0, 0.0, path))
+            finetune_rows(cfg, table, seen, detector_ref, path, f"fine-tuned from {name}",
+                          data_path if alike else None, given_split, seed)
     if cfg.tune_trials:
         tune_rows(cfg, table, run_, data_path, data, perception)
 
@@ -417,7 +423,7 @@ def run(cfg: ResultsConfig) -> Run:
         require_same_game(f"--start {path}", given.env_id, f"teacher {teacher_run.path}",
                           teacher_run.env_id)
         for ref, detector in zip(cfg.detectors, detectors):
-            check_object_types(given.layout.type_names, detector, path, ref)
+            detector_for(given.layout.type_names, detector, path, ref)
     if resumed is None:
         run_ = Run.create(cfg.runs_dir, STAGE, teacher_run.env_id, cfg.name, cfg.seeds[0], cfg)
     else:

@@ -144,6 +144,9 @@ class EvalConfig:
     max_frames: int = 0
     #: frames drawn in the PNG grid
     grid_frames: int = 16
+    #: record in the checkpoint the class each learned type matched, so policies distilled on
+    #: ocatari objects play through this detector
+    name_types: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from diffses.detection import Detection, boxes_from_objects, ocatari_categories
 from diffses.envs import ocatari_game, resolve_env
 from diffses.errors import UserError
 from diffses.frames import encode_png
-from diffses.io import atomic_write_bytes, atomic_write_json
+from diffses.io import atomic_save, atomic_write_bytes, atomic_write_json
 from diffses.runs import Run
 from space.config import SpaceConfig, config_from, load_config, to_dict
 from space.data import load_frames, select_records
@@ -138,7 +139,21 @@ def evaluate_task(task: Task) -> dict[str, Any]:
         run.save()
     print(format_scores(result))
     print(f"[space] wrote {json_path} and {png_path}")
+    if cfg.eval.name_types:
+        name_types(path, scores["type_to_class"])
     return result
+
+
+def name_types(path: Path, classes: dict[int, str]) -> None:
+    """Record in the checkpoint at ``path`` the class each learned type matched (atomically)."""
+    if not classes:
+        raise UserError(f"no detection matched a ground-truth object; the types of {path} "
+                        f"stay unnamed")
+    payload = read_checkpoint(path)
+    payload["type_classes"] = {int(t): c for t, c in classes.items()}
+    atomic_save(path, lambda buf: torch.save(payload, buf))
+    print(f"[space] named the types in {path}: " +
+          ", ".join(f"type{t} = {c}" for t, c in sorted(classes.items())))
 
 
 def format_scores(result: dict[str, Any]) -> str:

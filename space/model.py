@@ -532,7 +532,10 @@ class SpaceDetector(Detector):
         model = build_model(cfg)
         model.load_state_dict(payload["model"])
         types = TypeModel.from_state(payload["types"]) if payload.get("types") else None
-        return cls(model, cfg, types, device, name, payload.get("env_id"))
+        detector = cls(model, cfg, types, device, name, payload.get("env_id"))
+        detector.classes = {int(t): str(c) for t, c in
+                            (payload.get("type_classes") or {}).items()}
+        return detector
 
     def raw(self, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Per frame: ``prob`` (M,), ``centre`` and ``size`` (M, 2) in native pixels and

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,12 @@ import torch
 from conftest import ROOT, run_cli
 from conftest import SPACE_PONG_CONFIG as PONG_CONFIG
 from conftest import TINY_SPACE as TINY
-from diffses.detection import load_detector
+from diffses.detection import detector_for, load_detector
+from diffses.errors import UserError
+from diffses.features import FeatureLayout
+from diffses.perception import Perception
+from diffses.play import load_player, play_symbolic
+from diffses.policy import SymbolicPolicy
 from diffses.frames import FramesConfig, run as save_frames
 from space.config import SpaceConfig, config_from, load_config, to_dict
 from space.data import load_frames, load_inputs, select_records
@@ -415,3 +421,31 @@ def test_user_errors_print_one_line_without_traceback(tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith("error: unknown config key 'train.max_stepz' (did you mean "
                                "train.max_steps")
+
+
+def test_eval_names_the_types_so_an_ocatari_policy_plays_through_the_detector(
+        trained, pong_frames, teacher_run, tmp_path):
+    ckpt = tmp_path / "named.pt"
+    shutil.copy(trained.path / "checkpoint.pt", ckpt)
+    ocatari = load_detector("ocatari", env_id="ALE/Pong-v5").type_names
+    with pytest.raises(UserError, match="eval.name_types=true"):
+        detector_for({t: ocatari[t] for t in (0, 1, 2)}, load_detector(str(ckpt), device="cpu"),
+                     "p", str(ckpt))
+    assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
+                       str(pong_frames.path), "--out", str(tmp_path / "eval"), "num_threads=1",
+                       "eval.name_types=true"]) == 0
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    named = load_detector(str(ckpt), device="cpu")
+    assert named.classes == {int(t): c for t, c in result["type_to_class"].items()} != {}
+    by_class = {n: t for t, n in ocatari.items() if n in named.classes.values()}
+    seen = detector_for({t: n for n, t in by_class.items()}, named, "p", str(ckpt))
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test", 4))
+    for raw, out in zip(named.detect(frames), seen.detect(frames)):
+        assert [(d.x, d.y, by_class[named.classes[d.type]]) for d in raw
+                if d.type in named.classes] == [(d.x, d.y, d.type) for d in out]
+    policy = SymbolicPolicy([[{"x": 1}]] * 2, FeatureLayout(seen.type_names, {
+        t: 1 for t in seen.type_names}, (210, 160)), ["NOOP", "FIRE"], "ALE/Pong-v5", [])
+    path = policy.save(tmp_path / "policy.json")
+    player, _, detector = load_player(str(path), str(tmp_path), str(teacher_run.path), str(ckpt))
+    assert detector.type_names == seen.type_names
+    assert len(play_symbolic(player, Perception(detector), teacher_run, [0], 20)) == 1
