@@ -53,7 +53,8 @@ demo-scratch: $(STAMP)
 # The results table of one game (teacher, distilled, Optuna, decision tree, four fine-tunings,
 # per perception; 10 evaluation games, 3 seeds), and the same as a spot check in minutes.
 results: $(STAMP)
-	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) --runs-dir $(RUNS)
+	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) \
+		--eval-max-steps 3000 --runs-dir $(RUNS)
 
 results-quick: $(STAMP)
 	$(PY) results.py --teacher $(RESULTS_TEACHER) --detectors $(RESULTS_DETECTORS) --runs-dir $(RUNS) --quick
@@ -65,10 +66,10 @@ results-breakout: $(STAMP)
 		--start docs/policies/breakout_tracking_untuned.json --eval-max-steps 2000 \
 		--runs-dir $(RUNS) --name breakout
 
-# Pong (ocatari): the hand-written tracking policy fine-tuned three ways beside the teacher,
-# the distilled forests and the decision trees; games capped at 3,000 agent steps.
+# Pong, both perceptions: the hand-written tracking policy fine-tuned three ways beside the
+# teacher, the distilled forests and the decision trees; games capped at 3,000 agent steps.
 results-pong-tracking: $(STAMP)
-	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari \
+	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari pretrained/space_pong.pt \
 		--start docs/policies/pong_tracking.json --eval-max-steps 3000 --finetune-steps 30000 \
 		--finetunes ppo reward-only cmaes --no-finetune-distilled --tune-trials 0 \
 		--runs-dir $(RUNS) --name pong_tracking
