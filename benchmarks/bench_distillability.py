@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from diffses.arrays import DatasetArrays  # noqa: E402
 from diffses.detection import load_detector  # noqa: E402
-from diffses.distill import DistillConfig, distil, split_episodes, tree_forest  # noqa: E402
+from diffses.distill import (DistillConfig, distil, players_of, split_episodes,  # noqa: E402
+                             tree_forest)
 from diffses.perception import Perception  # noqa: E402
 from diffses.play import (greedy_teacher, play_episodes, play_symbolic,  # noqa: E402
                           returns_summary)
 from diffses.policy import SymbolicPolicy  # noqa: E402
-from diffses.runs import resolve_run  # noqa: E402
 from diffses.teacher import load_teacher  # noqa: E402
 from diffses.io import atomic_write_json  # noqa: E402
 from gplearn_custom.compact import balanced_agreement  # noqa: E402
@@ -53,11 +53,8 @@ def play_all(data: DatasetArrays, policies: dict[str, SymbolicPolicy], games: in
              max_steps: int | None) -> dict[str, dict[str, Any]]:
     """Each policy's and the teacher's returns on the same seeded games, through the dataset's
     teacher and detector."""
-    meta = data.meta or {}
-    if not meta.get("teacher_run") or not meta.get("detector"):
-        raise SystemExit(f"{data.path}: its meta names no teacher or detector to play with")
-    teacher_run = resolve_run(meta["teacher_run"], "teacher", "runs")
-    perception = Perception(load_detector(meta["detector"], env_id=teacher_run.env_id))
+    teacher_run, detector = players_of(DistillConfig(dataset=str(data.path)), data)
+    perception = Perception(load_detector(detector, env_id=teacher_run.env_id))
     seeds = list(range(seed, seed + games))
     out = {name: returns_summary(play_symbolic(policy, perception, teacher_run, seeds,
                                                max_steps))

@@ -107,20 +107,6 @@ def detector_for(layout_types: dict[int, str], detector: Detector, policy: str,
                     f"the policy was distilled with{hint}")
 
 
-def match(pred: Sequence[Detection], truth: Sequence[Detection], gate: float
-          ) -> list[tuple[int, int, float]]:
-    """(pred index, truth index, centre distance) of one frame's pairs matched by the
-    Hungarian algorithm on centre distance, each within ``gate`` pixels."""
-    from scipy.optimize import linear_sum_assignment
-    if not pred or not truth:
-        return []
-    p = np.array([[d.x, d.y] for d in pred])       # (P, 2)
-    t = np.array([[d.x, d.y] for d in truth])      # (T, 2)
-    dist = np.linalg.norm(p[:, None, :] - t[None, :, :], axis=-1)  # (P, T)
-    rows, cols = linear_sum_assignment(np.where(dist <= gate, dist, 1e6))
-    return [(int(r), int(c), float(dist[r, c])) for r, c in zip(rows, cols) if dist[r, c] <= gate]
-
-
 def boxes_from_objects(objects: Sequence[dict[str, Any]], type_ids: dict[str, int],
                        hud: bool = False) -> list[Detection]:
     """OCAtari object dicts (top-left x, y, w, h) -> detections (centres), HUD dropped

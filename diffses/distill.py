@@ -407,18 +407,18 @@ def resolve_dataset(ref: str, runs_dir: str, max_slots: int | None = None
 def play_metrics(cfg: DistillConfig, policy: SymbolicPolicy, data: Dataset | DatasetArrays,
                  players: tuple[Run, str] | None = None) -> dict[str, Any]:
     """Returns of the policy and the teacher on the same seeded games (``players``: the
-    teacher run and detector, default :func:`_players`)."""
+    teacher run and detector, default :func:`players_of`)."""
     from diffses.detection import load_detector
     from diffses.perception import Perception
     from diffses.play import evaluate_side_by_side
-    teacher_run, detector_ref = players or _players(cfg, data)
+    teacher_run, detector_ref = players or players_of(cfg, data)
     detector = load_detector(detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
                              device=cfg.device)
     return evaluate_side_by_side(policy, Perception(detector), teacher_run, cfg.eval_episodes,
                                  cfg.seed, cfg.eval_max_steps, cfg.device)
 
 
-def _players(cfg: DistillConfig, data: Dataset | DatasetArrays) -> tuple[Run, str]:
+def players_of(cfg: DistillConfig, data: Dataset | DatasetArrays) -> tuple[Run, str]:
     """The teacher run and detector that play with the policy: the options, else the
     dataset's; a teacher of another game than the dataset's is refused."""
     meta = data.meta or {}
@@ -495,7 +495,7 @@ def run(cfg: DistillConfig) -> Run:
     data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir, cfg.max_slots)
     env_id = (data.meta or {}).get("env_id", "unknown")
     resolve_device(cfg.device)
-    players = _players(cfg, data) if cfg.eval_episodes > 0 or cfg.dagger else None
+    players = players_of(cfg, data) if cfg.eval_episodes > 0 or cfg.dagger else None
     run_ = Run.create(cfg.runs_dir, STAGE, env_id, cfg.name, cfg.seed, flat_values(cfg))
     with run_.failing():
         run_.add_input("dataset", data.path)

@@ -218,17 +218,23 @@ def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: boo
         raise UserError(f"dataset {dataset.path} is of {data_env} with {dataset.n_actions} "
                         f"actions, not of the policy's {policy.env_id} with "
                         f"{policy.n_actions}; pass the policy's dataset")
-    data_types = {int(t): n for t, n in ((dataset.meta or {}).get("type_names") or {}).items()
-                  } if dataset is not None else {}
-    if data_types and not names_types_alike(policy.layout.type_names, data_types):
-        raise UserError(f"dataset {dataset.path} names its object types {data_types}, but "
-                        f"policy {path} reads {policy.layout.type_names}; pass a dataset of "
-                        f"the policy's detector")
+    if dataset is not None and not reads_types_of(policy, dataset):
+        raise UserError(f"dataset {dataset.path} names its object types "
+                        f"{dataset.meta['type_names']}, but policy {path} reads "
+                        f"{policy.layout.type_names}; pass a dataset of the policy's detector")
     if cfg.fitness != "reward" and dataset is None:
         raise UserError(f"--fitness {cfg.fitness} needs a dataset of teacher actions; "
                         f"pass --dataset")
     return Inputs(policy, path, teacher_run, load_teacher(teacher_run, device), detector,
                   str(detector.name), dataset, device)
+
+
+def reads_types_of(policy: SymbolicPolicy, dataset: DatasetArrays) -> bool:
+    """Whether ``policy`` reads ``dataset``'s objects as the dataset names them (a dataset
+    whose meta names no types is taken as it is)."""
+    names = (dataset.meta or {}).get("type_names")
+    return not names or names_types_alike(policy.layout.type_names,
+                                          {int(t): n for t, n in names.items()})
 
 
 def resolve_dataset_input(ref: str | None, fallback: str | None, runs_dir: str

@@ -26,7 +26,7 @@ import yaml
 from diffses import dataset, distill, finetune, tune
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg
-from diffses.detection import Detector, detector_for, load_detector, names_types_alike
+from diffses.detection import Detector, detector_for, load_detector
 from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.io import atomic_write_json, atomic_write_text
@@ -323,7 +323,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                                               f"distilled forest (gplearn{rounds})", dcfg, data)
 
         def tree_row() -> dict[str, Any]:
-            (dt, metrics), seconds = _timed(lambda: _tree(dcfg, data, policy, split, run_,
+            (dt, metrics), seconds = _timed(lambda: _tree(dcfg, data, policy, run_,
                                                           table.teacher_run, detector_ref))
             return table.measure(perception, f"decision tree, same size (VIPER-style{rounds})",
                                  dt, split, data.n_records + _dagger_steps(dt), seconds, None,
@@ -334,7 +334,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                           data_path, split, seed)
         for path, given in starts.items():
             name = Path(path).stem
-            alike = names_types_alike(given.layout.type_names, data.layout().type_names)
+            alike = finetune.reads_types_of(given, data)
             given_split = distill.split_episodes(data, given.layout, dcfg.validation_fraction,
                                                  seed) if alike else None
             seen = Perception(detector_for(given.layout.type_names, detector, path,
@@ -348,18 +348,15 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         tune_rows(cfg, table, run_, data_path, data, perception)
 
 
-def _tree(dcfg: distill.DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
-          split: distill.Split, run_: Run, teacher_run: Run, detector_ref: str
-          ) -> tuple[SymbolicPolicy, dict[str, Any]]:
+def _tree(dcfg: distill.DistillConfig, data: DatasetArrays, policy: SymbolicPolicy, run_: Run,
+          teacher_run: Run, detector_ref: str) -> tuple[SymbolicPolicy, dict[str, Any]]:
     """The decision-tree baseline of the forest's size, fitted on the forest's split, then
     through the forest's DAgger rounds of its own (its rounds in the results run folder)."""
-    tree, nodes = distill.decision_tree_policy(policy, split, dcfg.seed)
-    metrics = {"validation_agreement": _agreement(tree, split),
-               "tree_sizes": [len(t) for t in tree.trees], "nodes": nodes}
+    fit = distill.tree_fit(policy, dcfg.validation_fraction, dcfg.seed)
+    tree, metrics = fit(data)
     if not dcfg.dagger:
         return tree, metrics
     folder = run_.path / "trees" / f"{Path(detector_ref).name}_s{dcfg.seed}"
-    fit = distill.tree_fit(policy, dcfg.validation_fraction, dcfg.seed)
     tree, metrics, _ = distill.dagger(dcfg, data, tree, metrics, folder,
                                       (teacher_run, detector_ref), fit)
     return tree, metrics

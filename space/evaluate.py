@@ -14,8 +14,21 @@ from collections import Counter, defaultdict
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
-from diffses.detection import Detection, match
+from diffses.detection import Detection
+
+
+def match(pred: Sequence[Detection], truth: Sequence[Detection], gate: float
+          ) -> list[tuple[int, int, float]]:
+    """(pred index, truth index, centre distance) of matched pairs within ``gate`` pixels."""
+    if not pred or not truth:
+        return []
+    p = np.array([[d.x, d.y] for d in pred])       # (P, 2)
+    t = np.array([[d.x, d.y] for d in truth])      # (T, 2)
+    dist = np.linalg.norm(p[:, None, :] - t[None, :, :], axis=-1)  # (P, T)
+    rows, cols = linear_sum_assignment(np.where(dist <= gate, dist, 1e6))
+    return [(int(r), int(c), float(dist[r, c])) for r, c in zip(rows, cols) if dist[r, c] <= gate]
 
 
 def evaluate(preds: Sequence[Sequence[Detection]], truths: Sequence[Sequence[Detection]],
