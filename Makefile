@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking results-pong-dagger
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking results-pong-dagger routes-breakout routes-pong
 
 venv: $(STAMP)
 
@@ -80,6 +80,21 @@ results-pong-dagger: $(STAMP)
 	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari --dagger 3 \
 		--dagger-episodes 3 --eval-max-steps 3000 --finetunes reward-only --tune-trials 0 \
 		--runs-dir $(RUNS) --name pong_dagger
+
+# The routes that find a policy from the teacher alone (no --start): VIPER's loop with a
+# decision tree and with a GP forest (margin weights, object relations), the tree's loop
+# without weights and relations, the tree fine-tuned by CMA-ES, beside the teacher and the
+# forest and tree fitted once; every row also under sticky actions.
+ROUTES_ARGS ?= --finetunes cmaes --finetune-routes tree --no-finetune-distilled --tune-trials 0
+routes-breakout: $(STAMP)
+	$(PY) results.py --teacher pretrained/breakout_teacher --detectors ocatari \
+		--routes tree gp tree-plain --leaves 8 --loop-restarts 2 --eval-max-steps 2000 \
+		$(ROUTES_ARGS) --runs-dir $(RUNS) --name routes
+
+routes-pong: $(STAMP)
+	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari \
+		--routes tree gp --leaves 100 --restarts 1 --eval-max-steps 3000 \
+		$(ROUTES_ARGS) --runs-dir $(RUNS) --name routes
 
 # Every figure from the newest results and transfer runs and the shipped teachers
 # (FIGURES_ARGS="--docs --video-policy RUN" also refreshes docs/figures and films a policy).

@@ -135,11 +135,13 @@ class DatasetArrays:
         """Actions in the env (from the meta; else one more than the largest action seen)."""
         return action_count(self.meta, self.actions)
 
-    def layout(self, max_slots: int | None = None) -> FeatureLayout:
+    def layout(self, max_slots: int | None = None, leads: tuple[int, ...] | None = None
+               ) -> FeatureLayout:
         """:meth:`FeatureLayout.for_dataset` of these records: objects per type from the meta
-        when it has them (else as counted), frame size from the meta (else the extent)."""
+        when it has them (else as counted), frame size from the meta (else the extent),
+        object relations with ``leads``."""
         return FeatureLayout.for_dataset([], _layout_meta(self.meta, self.counts, self.extent),
-                                         max_slots)
+                                         max_slots, leads)
 
     def iter_records(self) -> Iterator[dict[str, Any]]:
         """The records one at a time: from memory, or read again from the file."""

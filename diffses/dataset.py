@@ -24,7 +24,7 @@ from diffses.envs import env_info, require_same_game
 from diffses.errors import UserError
 from diffses.io import JsonListWriter, atomic_write_json, check_file_path, read_json
 from diffses.perception import Perception
-from diffses.play import SymbolicAgent, load_policy
+from diffses.play import SymbolicAgent, load_policy, sticky_kwargs
 from diffses.rollout import Transition, games
 from diffses.runs import Run, resolve_run, resume_config
 from diffses.schema import DATASET, meta_path, validate_record
@@ -53,6 +53,9 @@ class DatasetConfig:
                                     "state it visits is labelled with the teacher's greedy "
                                     "action (DAgger data)")
     seed: int = arg(0, "seed for the rollout")
+    sticky: float = arg(0.0, "sticky actions: each step repeats the previous action with this "
+                             "probability (Atari; 0.25 is the ALE's evaluation protocol)")
+    max_episode_steps: int | None = arg(None, "cap on agent steps per game")
     device: str = arg("auto", "torch device for the teacher and detector")
     gate: float = arg(30.0, "tracking gate: most pixels an object moves between steps")
     max_missing: int = arg(3, "steps a vanished object is remembered (flicker)")
@@ -72,6 +75,8 @@ class DatasetConfig:
                 (self.n_steps is not None and self.n_steps <= 0) or self.batch <= 0:
             raise UserError("--episodes, --n-steps and --batch must be positive")
         require([(self.gate > 0, "--gate must be > 0 (pixels)"),
+                 (0 <= self.sticky < 1, "--sticky must be in [0, 1)"),
+                 at_least(self.max_episode_steps, 1, "--max-episode-steps"),
                  at_least(self.max_missing, 0, "--max-missing")], UserError)
 
 
@@ -142,8 +147,10 @@ def run(cfg: DatasetConfig) -> Run:
         if progress:
             print(f"[dataset] resuming {run_.path} after game {first} "
                   f"({progress['writer']['count']} records kept)")
+        game_kwargs = dict(perception.env_kwargs, **sticky_kwargs(env_id, cfg.sticky),
+                           max_episode_steps=cfg.max_episode_steps)
         steps = games(lambda k: teacher_env(teacher_run, cfg.seed + k, clip_reward=False,
-                                            **perception.env_kwargs), game_actor, first)
+                                            **game_kwargs), game_actor, first)
         stats = _write(cfg, steps, model, perception, run_, facts["n_actions"], progress)
         meta = {
             "env_id": env_id,

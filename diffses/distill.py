@@ -9,7 +9,16 @@ forest is then compacted: all constants polished jointly by softmax cross-entrop
 that do not change the agreement with the teacher pruned, constants folded. The action is
 the argmax of the trees. Records are split into train and validation by episode;
 ``restarts`` independent runs keep the forest with the best validation agreement (a perfect
-one ends them).
+one ends them). The ``tree`` learner fits a decision tree instead (the VIPER baseline), played
+as a forest of nested ``ite`` formulas.
+
+The layout offers object relations (differences of every pair of single-object types, also led
+along their velocities). With ``weights=margin`` a record counts by how much the teacher's choice
+matters there (its top action probability minus its second): the tree learner weighs records
+so, the GP learner fits on records drawn in proportion (VIPER's resampling). ``dagger`` rounds
+play the policy, have the teacher label every state it visits, aggregate and refit; every
+round plays the same selection games (seeded apart from everything else, as they are and under
+sticky actions) and the round with the best selection return is kept.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
 from diffses.envs import require_same_game
 from diffses.errors import UserError
-from diffses.features import FeatureLayout
+from diffses.features import DEFAULT_LEADS, FeatureLayout
 from diffses.io import JsonListWriter, atomic_write_json, atomic_write_text, iter_json_list
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run
@@ -47,8 +56,14 @@ LOGISTIC = make_fitness(function=logistic_loss, greater_is_better=False, wrap=Fa
 NEVER = [{"c": -1e6}]
 #: The fewest programs a tree's population may have under a shared search budget.
 MIN_POPULATION = 50
-#: DAgger round k plays games from seed ``seed + DAGGER_SEED_OFFSET + k`` on.
-DAGGER_SEED_OFFSET = 3000
+#: DAgger round k of seed s collects games from seed ``DAGGER_SEED_OFFSET + 1000 s + k e`` on
+#: (``e`` games a round).
+DAGGER_SEED_OFFSET = 20000
+#: The selection games of every DAgger round, from every seed: seeds from this one on.
+SELECT_SEED = 9000
+LEARNERS = ("gp", "tree")
+ACTIONS = ("each", "meaning")
+WEIGHTS = ("none", "margin")
 
 
 @composed
@@ -60,8 +75,24 @@ class DistillConfig:
     dataset: str = arg("latest", "dataset run folder, 'latest', or a dataset file "
                                  "(e.g. sample.json)")
     config: str | None = arg(None, "yaml file of these options (flags on the command line win)")
+    learner: str = arg("gp", "gp (one gplearn expression per action) or tree (a decision tree "
+                             "of at most --leaves leaves, played as nested ite formulas: the "
+                             "VIPER baseline)", choices=LEARNERS)
+    leaves: int = arg(8, "tree learner: most leaves (nodes = 2 leaves - 1)")
     mode: str = arg("auto", "classifier (one-vs-rest on actions), regressor (on the teacher's "
                             "logits, needs teacher_probs) or auto", choices=MODES)
+    actions: str = arg("each", "gp learner: each (one tree per action) or meaning (where the "
+                               "action meanings factor into a move and FIRE: one tree per move "
+                               "and one for FIRE, an action's formula their sum; classifier "
+                               "mode)", choices=ACTIONS)
+    relations: bool = arg(True, "offer object relations: for every pair of single-object "
+                                "types their differences in x and y, also with either led by "
+                                "2, 4 and 8 steps of its velocity", negative="--no-relations")
+    weights: str = arg("none", "record weights: none, or margin (the teacher's top action "
+                               "probability minus its second: states where the choice matters "
+                               "count most, as in VIPER; needs teacher_probs)", choices=WEIGHTS)
+    sample_records: int = arg(20000, "gp learner: at most this many training records, drawn "
+                                     "in proportion to their weights (VIPER's resampling)")
     gp: GPParams = part(GPParams(generations=10))
     max_samples: float = arg(1.0, "gplearn max_samples (fraction of rows per program)")
     max_slots: int | None = arg(None, "cap on objects per type in the feature layout")
@@ -81,6 +112,17 @@ class DistillConfig:
                          "the dataset and the forest is distilled again; the forest that scored "
                          "best in its own games is kept")
     dagger_episodes: int = arg(2, "games the forest plays in each DAgger round")
+    dagger_select: int = arg(5, "selection games every DAgger round's policy plays (the same "
+                                "for every round and seed, from seed 9000), as they are and "
+                                "under sticky actions; the best mean return over both is "
+                                "kept, ties by validation agreement")
+    dagger_sticky: float = arg(0.25, "sticky-action probability of the selection games' second "
+                                     "play (Atari; 0: played once, as they are)")
+    dagger_collect_sticky: float = arg(0.0, "sticky-action probability of the games each "
+                                            "round collects (Atari; 0 for none)")
+    dagger_max_steps: int | None = arg(3000, "cap on agent steps per DAgger game")
+    dagger_restarts: int = arg(1, "independent DAgger loops (other collection games, the same "
+                                  "selection games); the best round of all of them is kept")
     n_jobs: int = arg(1, "gplearn n_jobs")
     seed: int = arg(0, "random seed")
     eval_episodes: int = arg(0, "play this many seeded games with the policy and the teacher")
@@ -99,8 +141,14 @@ class DistillConfig:
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.restarts >= 1, "restarts must be at least 1"),
             (self.forest_budget >= 0, "forest_budget must be at least 0"),
-            (self.dagger >= 0 and self.dagger_episodes >= 1,
-             "dagger must be >= 0 and dagger_episodes >= 1"),
+            (self.dagger >= 0 and self.dagger_episodes >= 1 and self.dagger_select >= 1,
+             "dagger must be >= 0, dagger_episodes and dagger_select >= 1"),
+            (0 <= self.dagger_sticky < 1 and 0 <= self.dagger_collect_sticky < 1,
+             "dagger_sticky and dagger_collect_sticky must be in [0, 1)"),
+            at_least(self.dagger_max_steps, 1, "--dagger-max-steps"),
+            at_least(self.dagger_restarts, 1, "--dagger-restarts"),
+            at_least(self.leaves, 2, "--leaves"),
+            at_least(self.sample_records, 10, "--sample-records"),
             (0 <= self.prune_tolerance < 1, "prune_tolerance must be in [0, 1)"),
             at_least(self.max_slots, 1, "--max-slots"),
             n_jobs_ok(self.n_jobs),
@@ -121,6 +169,11 @@ class DistillConfig:
                     p_point_replace=gp.p_point_replace, max_samples=self.max_samples,
                     n_jobs=self.n_jobs, random_state=seed, verbose=self.verbose)
 
+    @property
+    def leads(self) -> tuple[int, ...] | None:
+        """The layout's relation leads (None: no relations)."""
+        return DEFAULT_LEADS if self.relations else None
+
 
 @dataclass
 class Split:
@@ -131,13 +184,34 @@ class Split:
     a_train: np.ndarray     # (N,) teacher actions
     a_val: np.ndarray       # (M,)
     logits_train: np.ndarray | None   # (N, A) centred log-probabilities, when known
+    w_train: np.ndarray | None = None  # (N,) record weights; None: all alike
+
+    def drawn(self, n: int, seed: int) -> "Split":
+        """The training records drawn ``n`` times in proportion to their weights (with
+        replacement); unchanged without weights when there are at most ``n``."""
+        size = len(self.a_train)
+        if self.w_train is None and size <= n:
+            return self
+        rng = np.random.default_rng(seed)
+        p = None if self.w_train is None else self.w_train / self.w_train.sum()
+        rows = rng.choice(size, size=min(n, size), replace=self.w_train is not None, p=p)
+        return Split(self.X_train[rows], self.X_val, self.a_train[rows], self.a_val,
+                     None if self.logits_train is None else self.logits_train[rows])
+
+
+def margins(probs: np.ndarray) -> np.ndarray:
+    """(N, A) action probabilities -> (N,) the top one minus the second (a floor keeps every
+    record drawable)."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return np.maximum(top2[:, 1] - top2[:, 0], 1e-3)
 
 
 def split_episodes(data: Dataset | DatasetArrays, layout: FeatureLayout, fraction: float,
-                   seed: int) -> Split:
+                   seed: int, weights: str = "none") -> Split:
     """Hold out a seeded share of episodes (or the last share of steps, for one episode). In
     a DAgger dataset only the teacher's own episodes (meta ``teacher_episodes``) are held out,
-    the same ones as in the dataset it grew from; the student's games are all for training."""
+    the same ones as in the dataset it grew from; the student's games are all for training.
+    ``weights``: ``margin`` weighs each training record by :func:`margins`."""
     data = DatasetArrays.of(data)
     episodes = data.episodes
     pool = np.unique(episodes)
@@ -160,8 +234,13 @@ def split_episodes(data: Dataset | DatasetArrays, layout: FeatureLayout, fractio
     if data.probs is not None:
         logp = np.log(np.clip(data.probs, 1e-6, 1.0))
         logits = logp - logp.mean(axis=1, keepdims=True)
+    w = None
+    if weights == "margin":
+        if data.probs is None:
+            raise UserError(f"{data.path}: --weights margin needs teacher_probs in every record")
+        w = margins(data.probs)[~val]
     return Split(X[~val], X[val], actions[~val], actions[val],
-                 None if logits is None else logits[~val])
+                 None if logits is None else logits[~val], w)
 
 
 def resolve_mode(mode: str, split: Split) -> str:
@@ -229,6 +308,41 @@ def fit_forest(cfg: DistillConfig, split: Split, n_actions: int, mode: str, seed
     return trees()
 
 
+def action_factors(meanings: list[str]) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """Action meanings as a move and FIRE (``UPFIRE`` = ``UP`` + FIRE, ``FIRE`` = ``NOOP`` +
+    FIRE): the moves, each action's move and whether it fires; None where they do not factor
+    (no action fires, or none shares its move with another)."""
+    moves_of = [m.replace("FIRE", "") or "NOOP" for m in meanings]
+    fires = np.array(["FIRE" in m for m in meanings])
+    moves = list(dict.fromkeys(moves_of))
+    if not fires.any() or len(moves) == len(meanings):
+        return None
+    return moves, np.array([moves.index(m) for m in moves_of]), fires
+
+
+def factored_forest(cfg: DistillConfig, split: Split,
+                    factors: tuple[list[str], np.ndarray, np.ndarray], seed: int
+                    ) -> tuple[list[list[dict]], int]:
+    """One tree per move and one for FIRE, each fitted (one-vs-rest) and compacted on the
+    teacher's actions read as moves or as firing; an action's formula is its move's tree,
+    plus the FIRE tree where it fires. Returns the per-action trees and the tokens of the
+    factor trees."""
+    moves, move_of, fires = factors
+    parts = []
+    for labels, n in ((move_of, len(moves)), (fires.astype(np.int64), 2)):
+        sub = Split(split.X_train, split.X_val, labels[split.a_train], labels[split.a_val],
+                    None)
+        trees = fit_forest(cfg, sub, n, "classifier", seed)
+        if n == 2:   # the FIRE tree against a constant: its logit alone decides
+            trees[0] = [{"c": 0.0}]
+        parts.append(compact_forest(cfg, trees, sub, "classifier"))
+    move_trees, (still, fire) = parts
+    fire = [{"f": "sub"}, *fire, *still] if still != [{"c": 0.0}] else fire
+    trees = [[{"f": "add"}, *move_trees[m], *fire] if f else list(move_trees[m])
+             for m, f in zip(move_of, fires)]
+    return trees, sum(len(t) for t in move_trees) + len(fire)
+
+
 def compact_forest(cfg: DistillConfig, trees: list[list[dict]], split: Split, mode: str
                    ) -> list[list[dict]]:
     """Polish every constant jointly, add the linear terms the search missed, prune what does
@@ -289,15 +403,14 @@ def distil(cfg: DistillConfig, data: Dataset | DatasetArrays,
     restarts) and may stop the run."""
     seed_everything(cfg.seed)
     data = DatasetArrays.of(data)
-    layout = data.layout(cfg.max_slots)
-    if layout.size == 0:
-        raise UserError(f"{data.path}: no objects in any record; nothing to distil from")
-    split = split_episodes(data, layout, cfg.validation_fraction, cfg.seed)
-    mode = resolve_mode(cfg.mode, split)
+    layout, split = _layout_split(cfg, data)
+    split = split.drawn(cfg.sample_records, cfg.seed)
     n_actions = data.n_actions
     meanings = (data.meta or {}).get("action_meanings") or [str(a) for a in range(n_actions)]
+    factors = action_factors(meanings) if cfg.actions == "meaning" else None
+    mode = "classifier" if factors else resolve_mode(cfg.mode, split)
     env_id = (data.meta or {}).get("env_id", "unknown")
-    best: tuple[float, list[list[dict]]] | None = None
+    best: tuple[float, list[list[dict]], int] | None = None
     runs = []
     t0 = time.perf_counter()
     stopped = False
@@ -309,14 +422,19 @@ def distil(cfg: DistillConfig, data: Dataset | DatasetArrays,
             stopped = not on_generation(done + g, agreement(trees, layout, split.X_val,
                                                             split.a_val, meanings, env_id))
             return not stopped
-        raw = fit_forest(cfg, split, n_actions, mode, seed,
-                         report if on_generation is not None else None)
-        trees = compact_forest(cfg, raw, split, mode)
+        if factors:
+            trees, nodes = factored_forest(cfg, split, factors, seed)
+            raw_sizes = None
+        else:
+            raw = fit_forest(cfg, split, n_actions, mode, seed,
+                             report if on_generation is not None else None)
+            trees = compact_forest(cfg, raw, split, mode)
+            nodes, raw_sizes = sum(len(t) for t in trees), [len(t) for t in raw]
         val = agreement(trees, layout, split.X_val, split.a_val, meanings, env_id)
         runs.append({"restart": r, "seed": seed, "validation_agreement": val,
-                     "raw_tree_sizes": [len(t) for t in raw]})
+                     "raw_tree_sizes": raw_sizes})
         if best is None or val > best[0]:
-            best = (val, trees)
+            best = (val, trees, nodes)
         if stopped or val >= 1.0:  # no later restart can beat a perfect agreement
             break
     seconds = time.perf_counter() - t0
@@ -329,6 +447,11 @@ def distil(cfg: DistillConfig, data: Dataset | DatasetArrays,
         "validation_confusion": _confusion(pred_val, split.a_val, n_actions),
         "teacher_action_share": np.bincount(split.a_train, minlength=n_actions).tolist(),
         "tree_sizes": [len(t) for t in policy.trees],
+        "nodes": best[2],
+        "nodes_kind": "tokens of all trees" + (" (a move's tree and the FIRE tree counted once)"
+                                               if factors else ""),
+        "action_factors": None if factors is None else
+        {"moves": factors[0], "move_of": factors[1].tolist(), "fires": factors[2].tolist()},
         "tree_populations": tree_populations(cfg, split.a_train, n_actions),
         "n_train": int(len(split.a_train)),
         "n_validation": int(len(split.a_val)),
@@ -337,6 +460,47 @@ def distil(cfg: DistillConfig, data: Dataset | DatasetArrays,
     }
     policy.metrics = metrics
     return policy, metrics
+
+
+def _layout_split(cfg: DistillConfig, data: DatasetArrays) -> tuple[FeatureLayout, Split]:
+    """The layout of ``cfg`` for ``data`` and its split, weighted as ``cfg`` says."""
+    layout = data.layout(cfg.max_slots, cfg.leads)
+    if layout.size == 0:
+        raise UserError(f"{data.path}: no objects in any record; nothing to distil from")
+    return layout, split_episodes(data, layout, cfg.validation_fraction, cfg.seed, cfg.weights)
+
+
+def fit_tree(cfg: DistillConfig, data: Dataset | DatasetArrays
+             ) -> tuple[SymbolicPolicy, dict[str, Any]]:
+    """The tree learner: a decision tree of at most ``cfg.leaves`` leaves on the split's
+    training records (weighted as ``cfg`` says), as a policy, and its metrics."""
+    seed_everything(cfg.seed)
+    data = DatasetArrays.of(data)
+    t0 = time.perf_counter()
+    layout, split = _layout_split(cfg, data)
+    meta = data.meta or {}
+    meanings = meta.get("action_meanings") or [str(a) for a in range(data.n_actions)]
+    base = SymbolicPolicy([NEVER] * data.n_actions, layout, meanings,
+                          meta.get("env_id", "unknown"), ["ite", "sub"])
+    policy, nodes = decision_tree_policy(base, split, cfg.seed, cfg.leaves)
+    policy.metrics = {
+        "mode": "tree", "validation_agreement": _agreement(policy, split.X_val, split.a_val),
+        "train_agreement": _agreement(policy, split.X_train, split.a_train),
+        "tree_sizes": [len(t) for t in policy.trees], "nodes": nodes,
+        "nodes_kind": "decision-tree nodes (splits and leaves)",
+        "n_train": int(len(split.a_train)), "n_validation": int(len(split.a_val)),
+        "fit_seconds": round(time.perf_counter() - t0, 2)}
+    return policy, policy.metrics
+
+
+def fit_policy(cfg: DistillConfig, data: Dataset | DatasetArrays
+               ) -> tuple[SymbolicPolicy, dict[str, Any]]:
+    """The policy of ``cfg``'s learner for ``data``, and its metrics."""
+    return fit_tree(cfg, data) if cfg.learner == "tree" else distil(cfg, data)
+
+
+def _agreement(policy: SymbolicPolicy, X: np.ndarray, actions: np.ndarray) -> float:
+    return float((policy.act(X) == actions).mean())
 
 
 def tree_forest(model: Any, n_actions: int) -> list[list[dict]]:
@@ -360,12 +524,12 @@ def tree_forest(model: Any, n_actions: int) -> list[list[dict]]:
 def decision_tree_policy(policy: SymbolicPolicy, split: Split, seed: int,
                          leaves: int | None = None) -> tuple[SymbolicPolicy, int]:
     """The VIPER-style baseline: a decision tree with ``leaves`` leaves (default: about as many
-    nodes as ``policy``'s forest), fitted on the split's training records; returns it as a
-    policy of ``policy``'s layout and its node count."""
+    nodes as ``policy``'s forest), fitted on the split's training records (with their
+    weights); returns it as a policy of ``policy``'s layout and its node count."""
     from sklearn.tree import DecisionTreeClassifier
     leaves = leaves or tree_leaves(policy)
     model = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=seed).fit(
-        split.X_train, split.a_train)
+        split.X_train, split.a_train, sample_weight=split.w_train)
     return policy.with_trees(tree_forest(model, policy.n_actions)), int(model.tree_.node_count)
 
 
@@ -383,9 +547,9 @@ def tree_fit(policy: SymbolicPolicy, fraction: float, seed: int
     def fit(data: DatasetArrays) -> tuple[SymbolicPolicy, dict[str, Any]]:
         split = split_episodes(data, policy.layout, fraction, seed)
         tree, nodes = decision_tree_policy(policy, split, seed, leaves)
-        tree.metrics = {"validation_agreement": float((tree.act(split.X_val) ==
-                                                       split.a_val).mean()),
-                        "tree_sizes": [len(t) for t in tree.trees], "nodes": nodes}
+        tree.metrics = {"validation_agreement": _agreement(tree, split.X_val, split.a_val),
+                        "tree_sizes": [len(t) for t in tree.trees], "nodes": nodes,
+                        "nodes_kind": "decision-tree nodes (splits and leaves)"}
         return tree, tree.metrics
     return fit
 
@@ -437,38 +601,83 @@ def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
            metrics: dict[str, Any], folder: Path, players: tuple[Run, str],
            fit: Callable[[DatasetArrays], tuple[SymbolicPolicy, dict[str, Any]]] | None = None
            ) -> tuple[SymbolicPolicy, dict[str, Any], DatasetArrays]:
-    """``cfg.dagger`` rounds of play, teacher labels and refitting (``fit``, default: distil
-    with ``cfg``); returns the policy whose games scored best (the later on ties), its metrics
-    (with the rounds) and the aggregated dataset, written into ``folder``."""
+    """``cfg.dagger_restarts`` loops of :func:`dagger_loop` from the same start, each
+    collecting other games into a folder of its own; returns the best round of all (the
+    policy, its metrics with every loop's rounds) and that loop's aggregated dataset."""
+    best = None
+    loops = []
+    for r in range(cfg.dagger_restarts):
+        sub = folder if cfg.dagger_restarts == 1 else folder / f"loop_{r}"
+        kept, key, rounds, grown = dagger_loop(cfg, data, policy, metrics, sub, players, fit, r)
+        loops.append(rounds)
+        if best is None or key > best[0]:
+            best = (key, kept, grown, r)
+    _, kept, grown, r = best
+    kept.metrics = dict(kept.metrics, dagger=loops[r], dagger_kept=best[0][2],
+                        dagger_loops=loops if cfg.dagger_restarts > 1 else None,
+                        dagger_loop_kept=r)
+    return kept, kept.metrics, grown
+
+
+def dagger_loop(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
+                metrics: dict[str, Any], folder: Path, players: tuple[Run, str],
+                fit: Callable[[DatasetArrays], tuple[SymbolicPolicy, dict[str, Any]]] | None,
+                restart: int = 0
+                ) -> tuple[SymbolicPolicy, tuple[float, float, int], list[dict[str, Any]],
+                           DatasetArrays]:
+    """``cfg.dagger`` rounds: the policy plays ``dagger_episodes`` games, the teacher labels
+    every state it visited, those records join the data and ``fit`` (default:
+    :func:`fit_policy` with ``cfg``) refits. Every round's policy plays the same
+    ``dagger_select`` selection games; returns the policy with the best selection return (ties:
+    the better validation agreement, then the later round) with its key, the rounds and the
+    aggregated dataset, written into ``folder``."""
     from diffses import dataset as ds
-    fit = fit or (lambda d: distil(cfg, d))
-    teacher, detector = str(players[0].path), players[1]
-    rounds, best = [], None
+    from diffses.detection import detector_for, load_detector
+    from diffses.perception import Perception
+    from diffses.play import play_symbolic
+    fit = fit or (lambda d: fit_policy(cfg, d))
+    teacher_run, detector_ref = players
+    detector = detector_for(policy.layout.type_names, load_detector(
+        detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir, device=cfg.device),
+        "the distilled policy", detector_ref)
+    select = [SELECT_SEED + i for i in range(cfg.dagger_select)]
+    rounds: list[dict[str, Any]] = []
+    best: tuple[tuple[float, float, int], SymbolicPolicy, dict[str, Any]] | None = None
     for k in range(cfg.dagger + 1):
         student = policy.save(folder / f"dagger_{k}" / POLICY)
+        lengths: list[int] = []
+        chosen = [r for sticky in dict.fromkeys([0.0, cfg.dagger_sticky])
+                  for r in play_symbolic(policy, Perception(detector), teacher_run, select,
+                                         cfg.dagger_max_steps, sticky, lengths)]
+        entry = {"round": k, "records": data.n_records, "select_returns": chosen,
+                 "select_return": float(np.mean(chosen)), "select_steps": int(sum(lengths)),
+                 "validation_agreement": metrics["validation_agreement"],
+                 "nodes": metrics.get("nodes"), "tree_sizes": metrics["tree_sizes"]}
+        rounds.append(entry)
+        key = (entry["select_return"], metrics["validation_agreement"], k)
+        if best is None or key >= best[0]:
+            best = (key, policy, metrics)
+        print(f"[distill] DAgger round {k}: {data.n_records} records, validation agreement "
+              f"{metrics['validation_agreement']:.3f}, selection return "
+              f"{entry['select_return']:+.2f} over {len(chosen)} game(s)", flush=True)
+        if k == cfg.dagger:
+            break
         played = ds.run(ds.DatasetConfig(
-            teacher=teacher, detector=detector, student=str(student),
-            episodes=cfg.dagger_episodes, seed=cfg.seed + DAGGER_SEED_OFFSET + k,
+            teacher=str(teacher_run.path), detector=detector_ref, student=str(student),
+            episodes=cfg.dagger_episodes, sticky=cfg.dagger_collect_sticky,
+            max_episode_steps=cfg.dagger_max_steps,
+            seed=DAGGER_SEED_OFFSET + 1000 * cfg.seed + 100 * restart + k * cfg.dagger_episodes,
             device=cfg.device, runs_dir=cfg.runs_dir, name=f"{cfg.name}-dagger",
             progress=False))
         returns = played.manifest["summary"]["episode_returns"]
-        rounds.append({"round": k, "records": data.n_records, "returns": returns,
-                       "game_records": int(played.manifest["summary"]["records"]),
-                       "mean_return": float(np.mean(returns)),
-                       "validation_agreement": metrics["validation_agreement"],
-                       "tree_sizes": metrics["tree_sizes"], "games": str(played.path)})
-        print(f"[distill] DAgger round {k}: {data.n_records} records, validation agreement "
-              f"{metrics['validation_agreement']:.3f}, return {np.mean(returns):+.2f} over "
-              f"{len(returns)} game(s)", flush=True)
-        if best is None or rounds[-1]["mean_return"] >= best[0]:
-            best = (rounds[-1]["mean_return"], policy, metrics)
-        if k == cfg.dagger:
-            break
+        entry.update(returns=returns, mean_return=float(np.mean(returns)),
+                     game_records=int(played.manifest["summary"]["records"]),
+                     games=str(played.path))
         data = merge_datasets(data, played.path / DATASET, folder / DATASET, cfg.max_slots)
         policy, metrics = fit(data)
     kept = best[1]
-    kept.metrics = dict(best[2], dagger=rounds)
-    return kept, kept.metrics, data
+    kept.metrics = dict(best[2])
+    return kept, best[0], rounds, data
 
 
 def merge_datasets(data: DatasetArrays, more: Path, out: Path, max_slots: int | None
@@ -501,14 +710,15 @@ def run(cfg: DistillConfig) -> Run:
         run_.add_input("dataset", data.path)
         if data_run is not None:
             run_.manifest["dataset_run"] = str(data_run.path)
-        print(f"[distill] {data.n_records} records of {env_id}, "
-              f"{cfg.restarts} restart(s) x {data.n_actions} trees, "
-              f"population {cfg.gp.population_size} (forest budget {cfg.forest_budget:g} trees), "
-              f"{cfg.gp.generations} generations")
-        policy, metrics = distil(cfg, data)
+        print(f"[distill] {data.n_records} records of {env_id}, " + (
+            f"a decision tree of at most {cfg.leaves} leaves" if cfg.learner == "tree" else
+            f"{cfg.restarts} restart(s) x {data.n_actions} trees, population "
+            f"{cfg.gp.population_size} (forest budget {cfg.forest_budget:g} trees), "
+            f"{cfg.gp.generations} generations"))
+        policy, metrics = fit_policy(cfg, data)
         if cfg.dagger:
             policy, metrics, data = dagger(cfg, data, policy, metrics, run_.path, players)
-            run_.add_output(run_.path / DATASET)
+            run_.add_output(data.path)
         policy.provenance = {"dataset": str(data.path), "run": str(run_.path),
                              "detector": (data.meta or {}).get("detector"),
                              "teacher_run": (data.meta or {}).get("teacher_run")}

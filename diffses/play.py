@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from diffses.detection import Detector, detector_for, load_detector
-from diffses.envs import require_same_game
+from diffses.envs import require_same_game, resolve_env
 from diffses.errors import UserError
 from diffses.perception import Perception
 from diffses.policy import POLICY, SymbolicPolicy
@@ -78,11 +78,27 @@ def load_player(ref: str, runs_dir: str, teacher: str | None = None,
         detector)
 
 
+def sticky_kwargs(env_id: str, sticky: float) -> dict[str, Any]:
+    """Env keyword arguments for games under sticky actions: each agent step repeats the
+    previous action with probability ``sticky`` (the ALE's ``repeat_action_probability``, the
+    evaluation protocol its maintainers recommend); nothing for 0."""
+    if not sticky:
+        return {}
+    if not 0 < sticky < 1:
+        raise UserError(f"a sticky-action probability must be in [0, 1), not {sticky}")
+    if resolve_env(env_id).backend != "ale":
+        raise UserError(f"sticky actions exist for Atari games, not {env_id}")
+    return {"env_kwargs": {"repeat_action_probability": float(sticky)}}
+
+
 def play_episodes(teacher_run: Run, seeds: Sequence[int],
                   make_actor: Callable[[], Callable[[np.ndarray, dict[str, Any]], int]],
-                  env_kwargs: dict[str, Any], max_steps: int | None = None) -> list[float]:
-    """One game per seed with a fresh actor; the real (unclipped) return of each."""
+                  env_kwargs: dict[str, Any], max_steps: int | None = None,
+                  sticky: float = 0.0, lengths: list[int] | None = None) -> list[float]:
+    """One game per seed with a fresh actor (under sticky actions with ``sticky``); the real
+    (unclipped) return of each (and its agent steps appended to ``lengths``)."""
     returns = []
+    env_kwargs = dict(env_kwargs, **sticky_kwargs(teacher_run.env_id, sticky))
     for seed in seeds:
         venv = teacher_env(teacher_run, seed, clip_reward=False, **env_kwargs)
         total = 0.0
@@ -94,6 +110,8 @@ def play_episodes(teacher_run: Run, seeds: Sequence[int],
         finally:
             venv.close()
         returns.append(total)
+        if lengths is not None:
+            lengths.append(i + 1)
     return returns
 
 
@@ -109,10 +127,11 @@ def returns_summary(returns: Sequence[float]) -> dict[str, Any]:
 
 
 def play_symbolic(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,
-                  seeds: Sequence[int], max_steps: int | None = None) -> list[float]:
+                  seeds: Sequence[int], max_steps: int | None = None, sticky: float = 0.0,
+                  lengths: list[int] | None = None) -> list[float]:
     """The symbolic policy's real return on one game per seed, through ``perception``."""
     return play_episodes(teacher_run, seeds, lambda: SymbolicAgent(policy, perception),
-                         perception.env_kwargs, max_steps)
+                         perception.env_kwargs, max_steps, sticky, lengths)
 
 
 def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,

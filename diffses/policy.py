@@ -10,6 +10,7 @@ selected on.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from diffses.errors import UserError
-from diffses.features import FeatureLayout
+from diffses.features import FeatureLayout, relations
 from diffses.io import atomic_write_json, read_json
 from see import operators as ops
 from see.tree import Tree, check_tree, infix, logits, python_statements, simplified, softmax
@@ -136,6 +137,7 @@ class SymbolicPolicy:
         layout = self.layout
         body, values = python_statements(self.trees, self.action_meanings)
         lines = [f'"""Symbolic policy for {self.env_id}: objects or features -> action index."""',
+                 "from __future__ import annotations", "",
                  "import math", "from array import array", "",
                  f"ACTIONS = {self.action_meanings!r}", "",
                  "",
@@ -151,6 +153,8 @@ class SymbolicPolicy:
                   f"def {name}_objects(objects):",
                   '    """Object records of one frame -> action index."""',
                   f"    return {name}({name}_features(objects))"]
+        if layout.pairs:
+            lines += ["", "", *inspect.getsource(relations).rstrip().splitlines()]
         return "\n".join(lines) + ops.PYTHON_HELPERS
 
     def compiled(self) -> Callable[[Sequence[float]], int]:

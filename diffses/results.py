@@ -6,10 +6,14 @@ games, then for every seed distils a forest and fine-tunes it four ways (PPO on 
 constants with the teacher term, the same without it, CMA-ES at the same env steps, the evolve
 search with the constants variation), fits a decision tree of the forest's size on the same
 split (played as a forest of the same kind), and once per perception searches distillation
-options with Optuna for return. Every policy plays the same evaluation games; rows give mean
-± std over all of a row's games, the spread of the per-seed means, agreement with the teacher
-on held-out episodes, nodes per tree, env steps and wall-clock. Writes results.json and
-results.md into a run folder under ``<runs-dir>/results/``.
+options with Optuna for return. The imitation-loop routes (``routes``) distil by VIPER's loop:
+a decision tree or a GP forest, margin-weighted records and object relations (or neither),
+rounds of the policy's own games labelled by the teacher, the round kept by return on
+selection games. Every policy plays the same evaluation games, as they are and under sticky
+actions; rows give mean ± std over all of a row's games, the spread of the per-seed means,
+agreement with the teacher on held-out episodes, nodes in all (a decision tree's splits and
+leaves, or the tokens of all a forest's trees), env steps and wall-clock. Writes results.json
+and results.md into a run folder under ``<runs-dir>/results/``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,18 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
     "evolve": ("evolve with the constants variation", dict(search="evolve")),
 }
 
+#: Imitation-loop routes by name: (label, DistillConfig options beyond the shared ones).
+ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tree": ("VIPER loop: decision tree, margin weights, relations",
+             dict(learner="tree", weights="margin", relations=True)),
+    "gp": ("VIPER loop: GP forest by action meaning, margin weights, relations",
+           dict(learner="gp", weights="margin", relations=True, actions="meaning")),
+    "tree-plain": ("DAgger loop: decision tree, no weights, no relations",
+                   dict(learner="tree", weights="none", relations=False)),
+    "gp-plain": ("DAgger loop: GP forest, no weights, no relations",
+                 dict(learner="gp", weights="none", relations=False, actions="each")),
+}
+
 
 @dataclass(frozen=True)
 class ResultsConfig:
@@ -90,6 +106,19 @@ class ResultsConfig:
                                          "--start policies)")
     tune_trials: int = arg(6, "Optuna trials of the return-objective search (0: no row)")
     tune_episodes: int = arg(2, "games per Optuna trial")
+    routes: tuple[str, ...] = arg((), "imitation-loop rows, of: " + ", ".join(ROUTES))
+    finetune_routes: tuple[str, ...] = arg((), "imitation-loop routes whose policies are "
+                                               "fine-tuned too (the --finetunes rows)")
+    loop_rounds: int = arg(8, "imitation loop: rounds")
+    loop_episodes: int = arg(3, "imitation loop: the policy's games labelled each round")
+    loop_select: int = arg(5, "imitation loop: selection games of every round (sticky)")
+    loop_restarts: int = arg(1, "imitation loop: loops per seed from other collection games; "
+                                "the best round of all is kept")
+    leaves: int = arg(8, "imitation loop: most leaves of a decision tree")
+    loop_population: int = arg(500, "imitation loop: GP population per tree")
+    loop_generations: int = arg(10, "imitation loop: GP generations")
+    sticky: float = arg(0.25, "every row also plays the evaluation games under sticky actions "
+                              "with this repeat probability (Atari; 0: not)")
     quick: bool = arg(False, "a spot check in minutes: one seed, 3 evaluation games, one "
                              "dataset game, small searches (not a result)")
     resume: str | None = arg(None, "continue a killed results run (its folder): the datasets, "
@@ -100,10 +129,13 @@ class ResultsConfig:
     def __post_init__(self) -> None:
         if not self.detectors or not self.seeds:
             raise UserError("--detectors and --seeds need at least one value")
-        unknown = sorted(set(self.finetunes) - set(FINETUNES))
-        if unknown:
-            raise UserError(f"unknown --finetunes {', '.join(unknown)}; choose from "
-                            f"{', '.join(FINETUNES)}")
+        for flag, given, known in (("--finetunes", self.finetunes, FINETUNES),
+                                   ("--routes", self.routes, ROUTES),
+                                   ("--finetune-routes", self.finetune_routes, self.routes)):
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise UserError(f"unknown {flag} {', '.join(unknown)}; choose from "
+                                f"{', '.join(known)}")
         for path in self.start:
             if not Path(path).is_file():
                 raise UserError(f"--start {path} is not a policy.json file")
@@ -111,12 +143,16 @@ class ResultsConfig:
             raise UserError("--p-gradient must be in [0, 0.8] (the mutations keep 0.2)")
         positive = ("eval_episodes", "dataset_episodes", "finetune_steps", "finetune_max_steps",
                     "restarts", "select_episodes", "evolve_population", "evolve_generations",
-                    "tune_episodes", "dagger_episodes")
+                    "tune_episodes", "dagger_episodes", "loop_episodes", "loop_select",
+                    "loop_restarts", "loop_rounds", "loop_generations")
         require([*(at_least(getattr(self, k), 1, f"--{k.replace('_', '-')}") for k in positive),
                  at_least(self.eval_max_steps, 1, "--eval-max-steps"),
                  at_least(self.tune_trials, 0, "--tune-trials"),
                  at_least(self.dagger, 0, "--dagger"),
                  at_least(self.generations, 2, "--generations"),
+                 at_least(self.leaves, 2, "--leaves"),
+                 at_least(self.loop_population, 10, "--loop-population"),
+                 (0 <= self.sticky < 1, "--sticky must be in [0, 1)"),
                  at_least(self.population_size, 10, "--population-size")], UserError)
 
     def effective(self) -> "ResultsConfig":
@@ -127,7 +163,10 @@ class ResultsConfig:
                        dataset_episodes=1, population_size=min(self.population_size, 300),
                        generations=4, restarts=1, finetune_steps=1024,
                        finetune_max_steps=500, evolve_population=4, evolve_generations=2,
-                       select_episodes=1, tune_trials=min(self.tune_trials, 2), tune_episodes=1)
+                       select_episodes=1, tune_trials=min(self.tune_trials, 2), tune_episodes=1,
+                       loop_rounds=min(self.loop_rounds, 2), loop_episodes=1, loop_select=1,
+                       loop_restarts=1, loop_population=min(self.loop_population, 100),
+                       loop_generations=min(self.loop_generations, 3))
 
 
 @dataclass
@@ -138,6 +177,7 @@ class Row:
     method: str
     returns: list[float] = field(default_factory=list)
     seed_means: list[float] = field(default_factory=list)
+    sticky_returns: list[float] = field(default_factory=list)
     agreements: list[float] = field(default_factory=list)
     nodes: list[float] = field(default_factory=list)
     env_steps: int = 0
@@ -150,8 +190,12 @@ class Row:
         return {"perception": self.perception, "method": self.method,
                 "mean": float(np.mean(self.returns)), "std": float(np.std(self.returns)),
                 "seed_mean_std": float(np.std(self.seed_means)), "returns": self.returns,
-                "seed_means": self.seed_means, "agreement": mean(self.agreements),
-                "nodes_per_tree": mean(self.nodes), "env_steps": self.env_steps,
+                "seed_means": self.seed_means,
+                "seed_range": [float(min(self.seed_means)), float(max(self.seed_means))],
+                "sticky_mean": mean(self.sticky_returns),
+                "sticky_std": float(np.std(self.sticky_returns)) if self.sticky_returns else None,
+                "sticky_returns": self.sticky_returns, "agreement": mean(self.agreements),
+                "nodes": mean(self.nodes), "env_steps": self.env_steps,
                 "seconds": round(self.seconds, 1), "runs": self.runs}
 
 
@@ -171,6 +215,13 @@ class Table:
     def play(self, policy: SymbolicPolicy, perception: Perception) -> list[float]:
         return play_symbolic(policy, perception, self.teacher_run, self.seeds,
                              self.cfg.eval_max_steps)
+
+    def play_sticky(self, policy: SymbolicPolicy, perception: Perception) -> list[float]:
+        """The evaluation games under sticky actions (none with ``sticky`` 0)."""
+        if not self.cfg.sticky:
+            return []
+        return play_symbolic(policy, perception, self.teacher_run, self.seeds,
+                             self.cfg.eval_max_steps, self.cfg.sticky)
 
     def once(self, key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """``fn()``, unless this run (before a kill) already did it: then what it gave (a
@@ -193,19 +244,21 @@ class Table:
     def measure(self, perception: Perception, method: str, policy: SymbolicPolicy,
                 split: distill.Split | None, env_steps: int, seconds: float,
                 run_path: str | None, nodes: float | None = None) -> dict[str, Any]:
-        """A symbolic policy's row: its games, held-out agreement (none without a split of
-        records in its own object types) and size."""
+        """A symbolic policy's row: its games (as they are and sticky), held-out agreement
+        (none without a split of records in its own object types) and size in nodes."""
         return dict(perception=_label(perception.detector), method=method,
                     returns=self.play(policy, perception),
+                    sticky_returns=self.play_sticky(policy, perception),
                     agreement=None if split is None else _agreement(policy, split),
                     nodes=_nodes(policy) if nodes is None else nodes, env_steps=env_steps,
                     seconds=seconds, run_path=run_path)
 
     def add(self, perception: str, method: str, returns: list[float],
             agreement: float | None, nodes: float | None, env_steps: int, seconds: float,
-            run_path: str | None) -> None:
+            run_path: str | None, sticky_returns: list[float] | None = None) -> None:
         row = self.rows.setdefault((perception, method), Row(perception, method))
         row.returns += returns
+        row.sticky_returns += sticky_returns or []
         row.seed_means.append(float(np.mean(returns)))
         if agreement is not None:
             row.agreements.append(agreement)
@@ -215,8 +268,9 @@ class Table:
         row.seconds += seconds
         if run_path:
             row.runs.append(run_path)
+        sticky = f", sticky {np.mean(sticky_returns):+.2f}" if sticky_returns else ""
         print(f"[results] {perception:<12} {method:<48} {np.mean(returns):+7.2f} "
-              f"+/- {np.std(returns):.2f}", flush=True)
+              f"+/- {np.std(returns):.2f}{sticky}", flush=True)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -226,7 +280,9 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def _nodes(policy: SymbolicPolicy) -> float:
-    return float(np.mean([len(t) for t in policy.trees]))
+    """A policy's size: its decision tree's nodes when it is one, else the tokens of all its
+    trees."""
+    return float(policy.metrics.get("nodes") or sum(len(t) for t in policy.trees))
 
 
 def _label(detector: Detector) -> str:
@@ -259,8 +315,11 @@ def _distilled(table: Table, perception: Perception, method: str,
 
 
 def _dagger_steps(policy: SymbolicPolicy) -> int:
-    """Env steps of a policy's DAgger games (0 without DAgger)."""
-    return sum(r["game_records"] for r in policy.metrics.get("dagger", []))
+    """Env steps of a policy's DAgger games, collection and selection, of every loop (0
+    without DAgger)."""
+    loops = policy.metrics.get("dagger_loops") or [policy.metrics.get("dagger", [])]
+    return sum(r.get("game_records", 0) + r.get("select_steps", 0) for rounds in loops
+               for r in rounds)
 
 
 def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +376,8 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                                      population_size=cfg.population_size,
                                      restarts=cfg.restarts, dagger=cfg.dagger,
                                      dagger_episodes=cfg.dagger_episodes,
+                                     dagger_select=cfg.loop_select, dagger_sticky=cfg.sticky,
+                                     dagger_max_steps=cfg.eval_max_steps or 3000,
                                      teacher=str(table.teacher_run.path), detector=detector_ref,
                                      **common)
         policy, split, dist_path = _distilled(table, perception,
@@ -327,7 +388,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                                                           table.teacher_run, detector_ref))
             return table.measure(perception, f"decision tree, same size (VIPER-style{rounds})",
                                  dt, split, data.n_records + _dagger_steps(dt), seconds, None,
-                                 metrics["nodes"] / policy.n_actions)
+                                 metrics["nodes"])
         table.row(f"{detector.name}/s{seed}/decision tree{rounds}", tree_row)
         if cfg.finetune_distilled:
             finetune_rows(cfg, table, perception, detector_ref, dist_path, "fine-tuned",
@@ -344,6 +405,19 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                     seen, f"given: {name}", given, given_split, 0, 0.0, path))
             finetune_rows(cfg, table, seen, detector_ref, path, f"fine-tuned from {name}",
                           data_path if alike else None, given_split, seed)
+        for key in cfg.routes:
+            label, options = ROUTES[key]
+            size = f", ≤ {cfg.leaves} leaves" if options["learner"] == "tree" else ""
+            lcfg = replace(dcfg, **options, leaves=cfg.leaves, dagger=cfg.loop_rounds,
+                           dagger_episodes=cfg.loop_episodes,
+                           dagger_restarts=cfg.loop_restarts, restarts=1,
+                           population_size=cfg.loop_population,
+                           generations=cfg.loop_generations)
+            method = f"{label}{size} ({cfg.loop_rounds} rounds)"
+            _, route_split, route_path = _distilled(table, perception, method, lcfg, data)
+            if key in cfg.finetune_routes:
+                finetune_rows(cfg, table, perception, detector_ref, route_path,
+                              f"{method}, fine-tuned", data_path, route_split, seed)
     if cfg.tune_trials:
         tune_rows(cfg, table, run_, data_path, data, perception)
 
@@ -394,14 +468,20 @@ def markdown(cfg: ResultsConfig, env_id: str, rows: list[dict[str, Any]]) -> str
              f"and fine-tuning seeds {', '.join(map(str, cfg.seeds))}; teacher "
              f"`{cfg.teacher}`" + (" (quick spot check: not a result)" if cfg.quick else ""),
              "",
-             "| perception | policy | return (mean ± std) | spread of seed means | agreement "
-             "| nodes/tree | env steps | wall-clock s |", "|---|---|---|---|---|---|---|---|"]
+             "", "| perception | policy | return (mean ± std) | seed means (min – max) "
+             f"| sticky {cfg.sticky:g} (mean ± std) | agreement | nodes | env steps "
+             "| wall-clock s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         agree = "–" if r["agreement"] is None else f"{r['agreement']:.3f}"
-        nodes = "–" if r["nodes_per_tree"] is None else f"{r['nodes_per_tree']:.1f}"
+        nodes = "–" if r.get("nodes") is None else f"{r['nodes']:.0f}"
+        low, high = r.get("seed_range") or (r["mean"], r["mean"])
+        sticky = "–" if r.get("sticky_mean") is None else \
+            f"{r['sticky_mean']:+.2f} ± {r['sticky_std']:.2f}"
         lines.append(f"| {r['perception']} | {r['method']} | {r['mean']:+.2f} ± {r['std']:.2f} "
-                     f"| {r['seed_mean_std']:.2f} | {agree} | {nodes} | {r['env_steps']:,} "
-                     f"| {r['seconds']:.0f} |")
+                     f"| {low:+.2f} – {high:+.2f} | {sticky} | {agree} | {nodes} "
+                     f"| {r['env_steps']:,} | {r['seconds']:.0f} |")
+    lines += ["", "Nodes: a decision tree's splits and leaves; a forest's tokens in all its "
+              "trees (operators, features and constants)."]
     return "\n".join(lines) + "\n"
 
 
@@ -433,7 +513,10 @@ def run(cfg: ResultsConfig) -> Run:
             model = load_teacher(teacher_run, "cpu")
             returns, seconds = _timed(lambda: play_episodes(
                 teacher_run, table.seeds, greedy_teacher(model), {}, cfg.eval_max_steps))
+            sticky = play_episodes(teacher_run, table.seeds, greedy_teacher(model), {},
+                                   cfg.eval_max_steps, cfg.sticky) if cfg.sticky else []
             return dict(perception="pixels", method="teacher (pixel PPO)", returns=returns,
+                        sticky_returns=sticky,
                         agreement=1.0, nodes=None, env_steps=int(teacher_run.manifest.get(
                             "summary", {}).get("timesteps", 0)), seconds=seconds,
                         run_path=str(teacher_run.path))

@@ -191,21 +191,26 @@ def test_policy_plays_beside_the_teacher_on_the_same_seeds(teacher_run):
 
 def test_dagger_rounds_add_the_teachers_labels_on_the_forests_games(teacher_run, tmp_path):
     from diffses.dataset import DatasetConfig, run as build
-    from diffses.distill import run as distil_run
+    from diffses.distill import SELECT_SEED, run as distil_run
     built = build(DatasetConfig(teacher=str(teacher_run.path), n_steps=150, seed=3,
                                 runs_dir=str(tmp_path), progress=False, device="cpu"))
     done = distil_run(DistillConfig(dataset=str(built.path), population_size=30, generations=2,
-                                    restarts=1, dagger=1, dagger_episodes=1,
-                                    runs_dir=str(tmp_path)))
+                                    restarts=1, dagger=1, dagger_episodes=1, dagger_select=2,
+                                    dagger_max_steps=40, runs_dir=str(tmp_path)))
     policy = SymbolicPolicy.load(done.path / "policy.json")
     rounds = policy.metrics["dagger"]
     assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["records"] == 150
-    games = [load_dataset(r["games"]) for r in rounds]
-    assert games[0].meta["student"] == str(done.path / "dagger_0" / "policy.json")
-    assert len(games[0].records) > 0 and rounds[1]["records"] == 150 + len(games[0].records)
+    assert all(len(r["select_returns"]) == 4 and 0 < r["select_steps"] <= 160 for r in rounds)
+    games = load_dataset(rounds[0]["games"])
+    assert games.meta["student"] == str(done.path / "dagger_0" / "policy.json")
+    assert 0 < len(games.records) <= 40 and rounds[1]["records"] == 150 + len(games.records)
+    assert "games" not in rounds[1]  # the last round is only played on the selection games
     merged = load_dataset(done.path / "dataset.json")
     assert len(merged.records) == rounds[1]["records"]
     assert policy.provenance["dataset"] == str(done.path / "dataset.json")
-    best = max(range(2), key=lambda k: (rounds[k]["mean_return"], k))
+    best = max(range(2), key=lambda k: (rounds[k]["select_return"],
+                                        rounds[k]["validation_agreement"], k))
+    assert policy.metrics["dagger_kept"] == best
     kept = SymbolicPolicy.load(done.path / f"dagger_{best}" / "policy.json")
     assert kept.trees == policy.trees
+    assert SELECT_SEED > 5009  # selection games lie apart from the evaluation games

@@ -21,7 +21,7 @@ from diffses.distill import tree_forest
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
-from diffses.results import FINETUNES, ResultsConfig, Table, run
+from diffses.results import FINETUNES, ROUTES, ResultsConfig, Table, run
 from planted import rule_dataset
 from see.tree import logits
 
@@ -93,11 +93,23 @@ def test_dagger_rows_refit_the_forest_and_the_tree_on_their_own_games(short_game
     cfg = ResultsConfig(teacher=str(short_games_teacher.path), detectors=("ocatari",),
                         seeds=(0,), eval_episodes=1, eval_max_steps=30, dataset_episodes=1,
                         population_size=30, generations=2, restarts=1, finetunes=(),
-                        tune_trials=0, dagger=1, dagger_episodes=1, runs_dir=str(tmp_path))
+                        tune_trials=0, dagger=1, dagger_episodes=1, routes=("tree", "gp"),
+                        loop_rounds=1, loop_episodes=1, loop_select=1, leaves=4,
+                        loop_population=30, loop_generations=2, runs_dir=str(tmp_path))
     done = run(cfg)
     rows = {r["method"]: r for r in json.loads((done.path / "results.json").read_text())["rows"]}
+    tree_route = f"{ROUTES['tree'][0]}, ≤ 4 leaves (1 rounds)"
+    gp_route = f"{ROUTES['gp'][0]} (1 rounds)"
     assert list(rows) == ["teacher (pixel PPO)", "distilled forest (gplearn, DAgger 1)",
-                          "decision tree, same size (VIPER-style, DAgger 1)"]
+                          "decision tree, same size (VIPER-style, DAgger 1)", tree_route,
+                          gp_route]
+    for row in rows.values():   # every row also plays the games under sticky actions
+        assert len(row["sticky_returns"]) == 1 and row["sticky_mean"] is not None
+    tree = SymbolicPolicy.load(Path(rows[tree_route]["runs"][0]) / "policy.json")
+    assert tree.metrics["mode"] == "tree" and tree.metrics["nodes"] <= 7
+    assert rows[tree_route]["nodes"] == tree.metrics["nodes"]
+    assert any("_minus_" in name for name in tree.layout.names)  # object relations offered
+    assert [len(r["select_returns"]) for r in tree.metrics["dagger"]] == [2, 2]  # plain, sticky
     records = DatasetArrays.open(done.manifest["datasets"]["ocatari"]).n_records
     forest = SymbolicPolicy.load(Path(rows["distilled forest (gplearn, DAgger 1)"]["runs"][0])
                                  / "policy.json")
