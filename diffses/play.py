@@ -136,14 +136,16 @@ def play_symbolic(policy: SymbolicPolicy, perception: Perception, teacher_run: R
 
 def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,
                           episodes: int, seed: int = 0, max_steps: int | None = None,
-                          device: str = "cpu", model: Any | None = None) -> dict[str, Any]:
-    """Returns of the symbolic policy and the teacher (greedy) on the same seeded games;
-    ``model`` is the teacher's loaded model (default: loaded from the run onto ``device``)."""
+                          device: str = "cpu", model: Any | None = None, sticky: float = 0.0
+                          ) -> dict[str, Any]:
+    """Returns of the symbolic policy and the teacher (greedy) on the same seeded games (under
+    sticky actions with ``sticky``); ``model`` is the teacher's loaded model (default: loaded
+    from the run onto ``device``)."""
     seeds = [seed + i for i in range(episodes)]
     if model is None:
         model = load_teacher(teacher_run, device)
-    symbolic = play_symbolic(policy, perception, teacher_run, seeds, max_steps)
+    symbolic = play_symbolic(policy, perception, teacher_run, seeds, max_steps, sticky)
     teacher = play_episodes(teacher_run, seeds, greedy_teacher(model), perception.env_kwargs,
-                            max_steps)
+                            max_steps, sticky)
     return {"seeds": seeds, "max_steps": max_steps, "symbolic": returns_summary(symbolic),
             "teacher": returns_summary(teacher)}

@@ -1,4 +1,5 @@
-"""Ship a trained teacher: a policy-only ``model.zip`` beside a sidecar ``manifest.json``.
+"""Ship a trained teacher (a policy-only ``model.zip`` beside a sidecar ``manifest.json``) or
+the best symbolic policy of a results row (a policy file beside its ``.manifest.json``).
 
 The shipped folder is a teacher run folder in miniature, so every stage that takes
 ``--teacher RUN`` takes it (``--teacher pretrained/pong_teacher``): env id, preprocessing and
@@ -19,8 +20,10 @@ import numpy as np
 from diffses.cli import arg
 from diffses.curves import plot_learning_curves, read_curve
 from diffses.errors import UserError
-from diffses.io import atomic_write_json, sha256_file
+from diffses.envs import require_same_game
+from diffses.io import atomic_write_json, read_json, sha256_file
 from diffses.play import greedy_teacher, play_episodes
+from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import MANIFEST, Run, git_commit, package_versions, resolve_run
 from diffses.teacher import STAGE, load_teacher, save_model
 from gplearn_custom.params import at_least, require
@@ -136,4 +139,79 @@ def run(cfg: ShipTeacherConfig) -> Path:
     atomic_write_json(out / MANIFEST, manifest)
     print(f"[ship] {out}: {len(returns)} greedy games {np.mean(returns):+.2f} +/- "
           f"{np.std(returns):.2f}; model {(out / MODEL).stat().st_size / 1e6:.1f} MB")
+    return out
+
+
+@dataclass(frozen=True)
+class ShipPolicyConfig:
+    """Ship the best policy of one results row: of the row's seeds, the policy whose kept
+    DAgger round scored best on the selection games (never chosen on the evaluation games);
+    writes the policy (its teacher and detector named as shipped) and a manifest with the
+    command that made it, the teacher, the seeds, and its return on the results run's
+    evaluation games, as they are and sticky."""
+
+    results: str = arg(help="results run folder (results.py) holding the row")
+    method: str = arg(help="the row's method, as results.json names it (a unique prefix does)")
+    out: str = arg(help="policy file to write, e.g. pretrained/policies/breakout.json")
+    teacher: str = arg(help="the shipped teacher the policy names, e.g. "
+                            "pretrained/breakout_teacher")
+    runs_dir: str = arg("runs", "root folder of all run folders")
+
+
+def _select_return(policy: SymbolicPolicy) -> float:
+    """The selection return of a policy's kept DAgger round (-inf without rounds)."""
+    rounds = policy.metrics.get("dagger") or []
+    kept = policy.metrics.get("dagger_kept")
+    return next((r["select_return"] for r in rounds if r["round"] == kept), float("-inf"))
+
+
+def ship_policy(cfg: ShipPolicyConfig) -> Path:
+    """Write the shipped policy and its ``.manifest.json``; returns the policy's path."""
+    results = resolve_run(cfg.results, "results", cfg.runs_dir)
+    table = read_json(results.path / "results.json")
+    rows = [r for r in table["rows"] if r["method"] == cfg.method] or \
+        [r for r in table["rows"] if r["method"].startswith(cfg.method)]
+    if len(rows) != 1:
+        raise UserError(f"--method {cfg.method!r} names {len(rows)} rows of {results.path}; "
+                        f"its rows: " + "; ".join(r["method"] for r in table["rows"]))
+    row = rows[0]
+    teacher = resolve_run(cfg.teacher, STAGE, cfg.runs_dir)
+    require_same_game(f"--teacher {cfg.teacher}", teacher.env_id, f"results {results.path}",
+                      table["env_id"])
+    candidates = [(SymbolicPolicy.load(Path(p) / POLICY), i) for i, p in enumerate(row["runs"])]
+    policy, index = max(candidates, key=lambda c: _select_return(c[0]))
+    config = table["config"]
+    games = len(table["eval_seeds"])
+    returns = row["returns"][index * games:(index + 1) * games]
+    sticky = row["sticky_returns"][index * games:(index + 1) * games]
+    policy.provenance = {"teacher_run": cfg.teacher, "detector": policy.provenance.get(
+        "detector", "ocatari"), "results_run": results.path.name, "row": row["method"],
+                         "seed": config["seeds"][index]}
+    out = policy.save(cfg.out)
+    manifest = {
+        "env_id": table["env_id"], "method": row["method"], "teacher": cfg.teacher,
+        "detector": policy.provenance["detector"],
+        "command": shlex.join(str(a) for a in results.manifest.get("command") or []),
+        "ship_command": shlex.join(["ship_policy.py", "--results", f"RUN({results.path.name})",
+                                    "--method", cfg.method, "--out", cfg.out,
+                                    "--teacher", cfg.teacher]),
+        "seeds": config["seeds"], "seed": config["seeds"][index],
+        "chosen_by": "the best selection return of the row's seeds (selection games from "
+                     "seed 9000, as they are and sticky)",
+        "selection_return": _select_return(policy),
+        "nodes": policy.metrics.get("nodes"), "nodes_kind": policy.metrics.get("nodes_kind"),
+        "eval": {"seeds": table["eval_seeds"], "max_steps": config.get("eval_max_steps"),
+                 "returns": returns, "mean": float(np.mean(returns)),
+                 "std": float(np.std(returns)),
+                 "sticky": config.get("sticky"), "sticky_returns": sticky,
+                 "sticky_mean": float(np.mean(sticky)) if sticky else None},
+        "row": {k: row[k] for k in ("mean", "std", "seed_means", "sticky_mean", "nodes",
+                                    "env_steps", "seconds")},
+        "git_commit": git_commit(), "packages": package_versions(),
+        "sha256": sha256_file(out),
+    }
+    atomic_write_json(out.with_name(out.stem + ".manifest.json"), manifest)
+    print(f"[ship] {out}: {row['method']}, seed {manifest['seed']}, evaluation "
+          f"{manifest['eval']['mean']:+.2f} +/- {manifest['eval']['std']:.2f} over {games} "
+          f"games, {manifest['nodes']} nodes")
     return out

@@ -203,6 +203,8 @@ class PlayConfig:
     episodes: int = arg(1, "seeded games to play")
     seed: int = arg(0, "seed of the first game")
     max_steps: int | None = arg(None, "cap on agent steps per game")
+    sticky: float = arg(0.0, "sticky actions: each step repeats the previous action with this "
+                             "probability (Atari; 0.25 is the ALE's evaluation protocol)")
     teacher_too: bool = arg(False, "the teacher plays the same seeds (and stands beside the "
                                    "agent in the video)")
     video: str | None = arg(None, "write the first game here (.mp4, or .gif)")
@@ -212,7 +214,8 @@ class PlayConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.video_steps < 1:
             raise UserError("--episodes and --video-steps must be at least 1")
-        require([at_least(self.max_steps, 1, "--max-steps")], UserError)
+        require([at_least(self.max_steps, 1, "--max-steps"),
+                 (0 <= self.sticky < 1, "--sticky must be in [0, 1)")], UserError)
         if self.video and Path(self.video).suffix.lower() not in (".mp4", ".gif"):
             raise UserError(f"--video {self.video}: give a .mp4 or .gif path")
 
@@ -227,12 +230,13 @@ def run(cfg: PlayConfig) -> dict[str, Any]:
     model = load_teacher(teacher_run, "cpu") if cfg.teacher_too else None
     if model is not None:
         out = evaluate_side_by_side(policy, perception, teacher_run, cfg.episodes, cfg.seed,
-                                    cfg.max_steps, model=model)
+                                    cfg.max_steps, model=model, sticky=cfg.sticky)
     else:
         seeds = [cfg.seed + i for i in range(cfg.episodes)]
         out = {"seeds": seeds, "symbolic": returns_summary(play_symbolic(
-            policy, perception, teacher_run, seeds, cfg.max_steps))}
-    line = f"[play] {policy.env_id}, {cfg.episodes} game(s) from seed {cfg.seed}: symbolic " \
+            policy, perception, teacher_run, seeds, cfg.max_steps, cfg.sticky))}
+    line = f"[play] {policy.env_id}, {cfg.episodes} game(s) from seed {cfg.seed}" + \
+        (f" (sticky {cfg.sticky:g})" if cfg.sticky else "") + ": symbolic " \
            f"{out['symbolic']['mean']:+.2f} +/- {out['symbolic']['std']:.2f}"
     if "teacher" in out:
         line += f", teacher {out['teacher']['mean']:+.2f} +/- {out['teacher']['std']:.2f}"
