@@ -96,10 +96,12 @@ routes-pong: $(STAMP)
 		--routes tree gp --leaves 100 --restarts 1 --eval-max-steps 3000 \
 		$(ROUTES_ARGS) --runs-dir $(RUNS) --name routes
 
-# Every figure from the newest results and transfer runs and the shipped teachers
-# (FIGURES_ARGS="--docs --video-policy RUN" also refreshes docs/figures and films a policy).
+# The README's figures, redrawn into docs/figures from the tracked tables (docs/results/*.json)
+# and the shipped teachers' curves, nothing rerun (FIGURES_ARGS="--video-policy
+# pretrained/policies/breakout.json" also films the shipped policy beside its teacher).
 figures: $(STAMP)
-	$(PY) make_figures.py --runs-dir $(RUNS) $(FIGURES_ARGS)
+	$(PY) make_figures.py --results docs/results/*.json --transfer --docs --runs-dir $(RUNS) \
+		$(FIGURES_ARGS)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests

@@ -40,10 +40,13 @@ class FiguresConfig:
     teachers: tuple[str, ...] = arg(("pretrained/pong_teacher", "pretrained/breakout_teacher"),
                                     "teacher runs (their TensorBoard logs) or shipped teachers "
                                     "(their learning_curve.png)")
-    results: tuple[str, ...] = arg(("latest",), "results run folders or 'latest' (none: "
-                                                "skipped); figures are named by game")
-    transfer: tuple[str, ...] = arg(("latest",), "transfer run folders or 'latest' (none: "
-                                                 "skipped); figures are named by game")
+    results: tuple[str, ...] = arg(("latest",), "results run folders, 'latest' (none: "
+                                                "skipped) or results.json files (such as the "
+                                                "tracked docs/results/<game>.json); figures "
+                                                "are named by game")
+    transfer: tuple[str, ...] = arg(("latest",), "transfer run folders, 'latest' (none: "
+                                                 "skipped) or transfer.json files; figures are "
+                                                 "named by game")
     space_eval: str | None = arg(None, "folder of a SPACE evaluation (its box grid PNG)")
     video_policy: str | None = arg(None, "a symbolic policy (run or policy.json) to film: one "
                                          "game beside its teacher, as <game>_symbolic.gif")
@@ -67,6 +70,12 @@ def returns_chart(result: dict[str, Any], path: Path) -> list[Path]:
     y = np.arange(len(rows))[::-1]
     ax.barh(y, [r["mean"] for r in rows], xerr=[r["std"] for r in rows], capsize=2,
             color=["#555" if r["perception"] == "pixels" else "#3a7" for r in rows])
+    sticky = [(yi, r["sticky_mean"]) for yi, r in zip(y, rows)
+              if r.get("sticky_mean") is not None]
+    if sticky:
+        ax.plot([v for _, v in sticky], [yi for yi, _ in sticky], "D", color="#c33",
+                markersize=5, label="mean under sticky actions")
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_yticks(y, labels, fontsize=7)
     ax.set_xlabel(f"return, {len(result['eval_seeds'])} seeded games per seed")
     ax.set_title(result["env_id"])
@@ -125,6 +134,22 @@ def sizes_chart(result: dict[str, Any], path: Path) -> list[Path] | None:
     return save_figure(fig, path, ("png", "svg"))
 
 
+def _tables(refs: tuple[str, ...], stage: str, file: str, runs_dir: str
+            ) -> list[dict[str, Any]]:
+    """The json of every ref: a json file as it is (a tracked table), else ``file`` of the run
+    folder it names (see :func:`_runs`)."""
+    out = []
+    for ref in refs:
+        if ref.endswith(".json"):
+            if not Path(ref).is_file():
+                raise UserError(f"{ref} does not exist (a {file} or a {stage} run folder)")
+            out.append(json.loads(Path(ref).read_text()))
+        else:
+            out += [json.loads((r.path / file).read_text())
+                    for r in _runs((ref,), stage, runs_dir)]
+    return out
+
+
 def _runs(refs: tuple[str, ...], stage: str, runs_dir: str) -> list[Run]:
     """The runs named; 'latest' with no run of the stage yet is skipped with a line."""
     out = []
@@ -151,8 +176,8 @@ def film(player: tuple[SymbolicPolicy, Run, Detector], cfg: FiguresConfig, folde
 def run(cfg: FiguresConfig) -> Run:
     """Draw every figure the inputs allow; returns the run folder holding them."""
     teachers = [resolve_run(ref, "teacher", cfg.runs_dir) for ref in cfg.teachers]
-    results_runs = _runs(cfg.results, "results", cfg.runs_dir)
-    transfer_runs = _runs(cfg.transfer, "transfer", cfg.runs_dir)
+    tables = _tables(cfg.results, "results", "results.json", cfg.runs_dir)
+    transfers = _tables(cfg.transfer, "transfer", "transfer.json", cfg.runs_dir)
     grids = sorted(Path(cfg.space_eval).glob("*.png")) if cfg.space_eval else []
     if cfg.space_eval and not grids:
         raise UserError(f"--space-eval {cfg.space_eval} holds no PNG")
@@ -170,14 +195,12 @@ def run(cfg: FiguresConfig) -> Run:
                                                  teacher.env_id))
             except UserError as err:
                 print(f"[figures] no learning curve for {teacher.path}: {err}")
-        for results in results_runs:
-            table = json.loads((results.path / "results.json").read_text())
+        for table in tables:
             game = game_name(table["env_id"])
             made += returns_chart(table, run_.path / f"results_returns_{game}")
             made += finetune_chart(table, run_.path / f"finetune_curves_{game}") or []
             made += sizes_chart(table, run_.path / f"formula_sizes_{game}") or []
-        for transfer in transfer_runs:
-            out = json.loads((transfer.path / "transfer.json").read_text())
+        for out in transfers:
             made.append(run_.path / f"transfer_{game_name(out['source'])}.png")
             transfer_chart(out, made[-1])
         made += [Path(shutil.copyfile(g, run_.path / f"space_{g.name}")) for g in grids]
