@@ -85,9 +85,9 @@ class DistillConfig:
                                "action meanings factor into a move and FIRE: one tree per move "
                                "and one for FIRE, an action's formula their sum; classifier "
                                "mode)", choices=ACTIONS)
-    relations: bool = arg(True, "offer object relations: for every pair of single-object "
-                                "types their differences in x and y, also with either led by "
-                                "2, 4 and 8 steps of its velocity", negative="--no-relations")
+    relations: bool = arg(False, "offer object relations: for every pair of single-object "
+                                 "types their differences in x and y, also with either led by "
+                                 "2, 4 and 8 steps of its velocity", negative="--no-relations")
     weights: str = arg("none", "record weights: none, or margin (the teacher's top action "
                                "probability minus its second: states where the choice matters "
                                "count most, as in VIPER; needs teacher_probs)", choices=WEIGHTS)

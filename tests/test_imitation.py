@@ -90,7 +90,7 @@ def test_margin_weighted_tree_learns_the_rule_where_the_teacher_is_sure():
     found = {}
     for weights in ("none", "margin"):
         policy, metrics = fit_policy(DistillConfig(learner="tree", leaves=2, weights=weights,
-                                                   runs_dir="unused"), data)
+                                                   relations=True, runs_dir="unused"), data)
         assert metrics["mode"] == "tree" and metrics["nodes"] == 3
         X = policy.layout.matrix([r["state"] for r in sure])
         found[weights] = (policy.act(X) == [r["teacher_action"] for r in sure]).mean()
