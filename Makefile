@@ -88,7 +88,8 @@ results-pong-dagger: $(STAMP)
 ROUTES_ARGS ?= --finetunes cmaes --finetune-routes tree --no-finetune-distilled --tune-trials 0
 routes-breakout: $(STAMP)
 	$(PY) results.py --teacher pretrained/breakout_teacher --detectors ocatari \
-		--routes tree gp tree-plain --leaves 8 --loop-restarts 2 --eval-max-steps 2000 \
+		--routes tree gp tree-plain --leaves 4 --loop-restarts 2 --restarts 1 \
+		--loop-population 300 --loop-generations 6 --eval-max-steps 2000 \
 		$(ROUTES_ARGS) --runs-dir $(RUNS) --name routes
 
 routes-pong: $(STAMP)

@@ -112,8 +112,12 @@ class ResultsConfig:
     loop_rounds: int = arg(8, "imitation loop: rounds")
     loop_episodes: int = arg(3, "imitation loop: the policy's games labelled each round")
     loop_select: int = arg(5, "imitation loop: selection games of every round (sticky)")
-    loop_restarts: int = arg(1, "imitation loop: loops per seed from other collection games; "
-                                "the best round of all is kept")
+    loop_restarts: int = arg(1, "imitation loop: loops per seed of a tree route, from other "
+                                "collection games; the best round of all is kept")
+    gp_loop_restarts: int = arg(1, "imitation loop: loops per seed of a GP route (each round "
+                                   "costs a GP search)")
+    loop_records: int = arg(5000, "imitation loop: records a GP route draws (by weight) to "
+                                  "fit on each round")
     leaves: int = arg(8, "imitation loop: most leaves of a decision tree")
     loop_population: int = arg(500, "imitation loop: GP population per tree")
     loop_generations: int = arg(10, "imitation loop: GP generations")
@@ -144,7 +148,7 @@ class ResultsConfig:
         positive = ("eval_episodes", "dataset_episodes", "finetune_steps", "finetune_max_steps",
                     "restarts", "select_episodes", "evolve_population", "evolve_generations",
                     "tune_episodes", "dagger_episodes", "loop_episodes", "loop_select",
-                    "loop_restarts", "loop_rounds", "loop_generations")
+                    "loop_restarts", "gp_loop_restarts", "loop_rounds", "loop_generations")
         require([*(at_least(getattr(self, k), 1, f"--{k.replace('_', '-')}") for k in positive),
                  at_least(self.eval_max_steps, 1, "--eval-max-steps"),
                  at_least(self.tune_trials, 0, "--tune-trials"),
@@ -152,6 +156,7 @@ class ResultsConfig:
                  at_least(self.generations, 2, "--generations"),
                  at_least(self.leaves, 2, "--leaves"),
                  at_least(self.loop_population, 10, "--loop-population"),
+                 at_least(self.loop_records, 10, "--loop-records"),
                  (0 <= self.sticky < 1, "--sticky must be in [0, 1)"),
                  at_least(self.population_size, 10, "--population-size")], UserError)
 
@@ -165,7 +170,8 @@ class ResultsConfig:
                        finetune_max_steps=500, evolve_population=4, evolve_generations=2,
                        select_episodes=1, tune_trials=min(self.tune_trials, 2), tune_episodes=1,
                        loop_rounds=min(self.loop_rounds, 2), loop_episodes=1, loop_select=1,
-                       loop_restarts=1, loop_population=min(self.loop_population, 100),
+                       loop_restarts=1, gp_loop_restarts=1,
+                       loop_population=min(self.loop_population, 100),
                        loop_generations=min(self.loop_generations, 3))
 
 
@@ -408,11 +414,11 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
         for key in cfg.routes:
             label, options = ROUTES[key]
             size = f", ≤ {cfg.leaves} leaves" if options["learner"] == "tree" else ""
+            restarts = cfg.loop_restarts if options["learner"] == "tree" else cfg.gp_loop_restarts
             lcfg = replace(dcfg, **options, leaves=cfg.leaves, dagger=cfg.loop_rounds,
-                           dagger_episodes=cfg.loop_episodes,
-                           dagger_restarts=cfg.loop_restarts, restarts=1,
-                           population_size=cfg.loop_population,
-                           generations=cfg.loop_generations)
+                           dagger_episodes=cfg.loop_episodes, dagger_restarts=restarts,
+                           restarts=1, population_size=cfg.loop_population,
+                           generations=cfg.loop_generations, sample_records=cfg.loop_records)
             method = f"{label}{size} ({cfg.loop_rounds} rounds)"
             _, route_split, route_path = _distilled(table, perception, method, lcfg, data)
             if key in cfg.finetune_routes:
