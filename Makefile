@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 RUNS ?= runs
-DEMO_TEACHER ?= pretrained/pong_teacher
-DEMO_DETECTOR ?= pretrained/space_pong.pt
-DEMO_FINETUNE ?= --search evolve --population-size 6 --generations 3 -n 512 --max-steps 1000
+DEMO_TEACHER ?= pretrained/breakout_teacher
+DEMO_LOOP ?= --learner tree --leaves 4 --weights margin --relations --dagger 8 --dagger-episodes 3 \
+	--dagger-restarts 2
 DEMO_ENV ?= ALE/Pong-v5
 DEMO_STEPS ?= 20480
 
@@ -23,15 +23,16 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-# The pipeline on the shipped teacher and SPACE detector: dataset, distillation, fine-tuning,
-# then one table of teacher / distilled / fine-tuned returns on the same seeded games.
+# The pipeline finds a policy from the shipped Breakout teacher: a dataset of its games, then
+# VIPER's loop (a decision tree of at most 4 leaves over objects and their relations, margin
+# weights, 8 rounds of its own games labelled by the teacher, two loops, the round kept by return
+# on selection games), then the kept tree and the teacher on the same 10 seeded games.
 demo: $(STAMP)
-	$(PY) build_dataset.py --teacher $(DEMO_TEACHER) --detector $(DEMO_DETECTOR) --runs-dir $(RUNS) \
-		--episodes 2 --name demo --no-progress
-	$(PY) distill_teacher.py --dataset latest --runs-dir $(RUNS) --eval-episodes 0 --name demo
-	$(PY) symbolic_finetuning.py --policy latest --dataset latest --runs-dir $(RUNS) --name demo \
-		$(DEMO_FINETUNE) --eval-episodes 3 --eval-seed 100 --no-progress
-	$(PY) report.py --finetune latest --runs-dir $(RUNS)
+	@echo "[demo] shipped: the pixel teacher $(DEMO_TEACHER); computed here: its dataset, the imitation loop, the evaluation"
+	$(PY) build_dataset.py --teacher $(DEMO_TEACHER) --detector ocatari --runs-dir $(RUNS) \
+		--episodes 4 --device cpu --name demo --no-progress
+	$(PY) distill_teacher.py --dataset latest --runs-dir $(RUNS) $(DEMO_LOOP) \
+		--eval-episodes 10 --eval-max-steps 2000 --name demo
 
 # Every stage from scratch on a tiny budget: teacher, frames, SPACE, dataset, distillation,
 # fine-tuning (the numbers mean little; it shows the whole path runs).

@@ -613,6 +613,8 @@ def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
         if best is None or key > best[0]:
             best = (key, kept, grown, r)
     _, kept, grown, r = best
+    print(f"[distill] kept round {best[0][2]}" + (f" of loop {r}" if len(loops) > 1 else "") +
+          f": selection return {best[0][0]:+.2f}", flush=True)
     kept.metrics = dict(kept.metrics, dagger=loops[r], dagger_kept=best[0][2],
                         dagger_loops=loops if cfg.dagger_restarts > 1 else None,
                         dagger_loop_kept=r)
