@@ -21,6 +21,7 @@ from diffses.distill import tree_forest
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
+from diffses.pretrained import ShipPolicyConfig, ship_policy
 from diffses.results import FINETUNES, ROUTES, ResultsConfig, Table, run
 from planted import rule_dataset
 from see.tree import logits
@@ -110,6 +111,20 @@ def test_dagger_rows_refit_the_forest_and_the_tree_on_their_own_games(short_game
     assert rows[tree_route]["nodes"] == tree.metrics["nodes"]
     assert any("_minus_" in name for name in tree.layout.names)  # object relations offered
     assert [len(r["select_returns"]) for r in tree.metrics["dagger"]] == [2, 2]  # plain, sticky
+    shipped = ship_policy(ShipPolicyConfig(results=str(done.path), method=tree_route,
+                                           out=str(tmp_path / "shipped" / "breakout.json"),
+                                           teacher=str(short_games_teacher.path),
+                                           runs_dir=str(tmp_path)))
+    manifest = json.loads((tmp_path / "shipped" / "breakout.manifest.json").read_text())
+    assert manifest["eval"]["returns"] == rows[tree_route]["returns"] and manifest["seed"] == 0
+    assert manifest["method"] == tree_route and manifest["nodes"] == tree.metrics["nodes"]
+    assert SymbolicPolicy.load(shipped).trees == tree.trees
+    with pytest.raises(UserError, match="names 2 rows"):
+        ship_policy(ShipPolicyConfig(results=str(done.path), method="VIPER loop", out=str(
+            tmp_path / "x.json"), teacher=str(short_games_teacher.path), runs_dir=str(tmp_path)))
+    figures = make_figures(FiguresConfig(teachers=(), results=(str(done.path / "results.json"),),
+                                         transfer=(), runs_dir=str(tmp_path)))
+    assert (figures.path / "results_returns_breakout.png").is_file()
     records = DatasetArrays.open(done.manifest["datasets"]["ocatari"]).n_records
     forest = SymbolicPolicy.load(Path(rows["distilled forest (gplearn, DAgger 1)"]["runs"][0])
                                  / "policy.json")
