@@ -127,6 +127,8 @@ class ResultsConfig:
                              "dataset game, small searches (not a result)")
     resume: str | None = arg(None, "continue a killed results run (its folder): the datasets, "
                                    "distillations and rows it finished are kept")
+    resume_seeds: tuple[int, ...] = arg((), "with --resume: finish the table over these of "
+                                            "its seeds only (a table cut short)")
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("results", "run name, part of the run folder's name")
 
@@ -496,7 +498,14 @@ def run(cfg: ResultsConfig) -> Run:
     the killed run's config and finished steps."""
     resumed = None
     if cfg.resume:
-        cfg, resumed = resume_config(ResultsConfig, cfg.resume, STAGE, cfg.runs_dir, False)
+        only = cfg.resume_seeds
+        cfg, resumed = resume_config(ResultsConfig, cfg.resume, STAGE, cfg.runs_dir, False,
+                                     **({"seeds": only} if only else {}))
+        if only:
+            stored = tuple(resumed.config.get("seeds", ()))
+            if not set(only) <= set(stored):
+                raise UserError(f"--resume-seeds {only}: the run's seeds are {stored}")
+            resumed.manifest["resumed_with_seeds"] = list(only)
     cfg = cfg.effective()
     teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
     detectors = [load_detector(ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,

@@ -156,7 +156,10 @@ def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tm
     proc.kill()
     proc.wait()
     folder = next(tmp_path.glob("results/*"))
-    done = run(ResultsConfig(resume=str(folder), runs_dir=str(tmp_path)))
+    with pytest.raises(UserError, match=r"the run's seeds are \(0,\)"):
+        run(ResultsConfig(resume=str(folder), resume_seeds=(7,), runs_dir=str(tmp_path)))
+    done = run(ResultsConfig(resume=str(folder), resume_seeds=(0,), runs_dir=str(tmp_path)))
+    assert done.manifest["resumed_with_seeds"] == [0]
     assert done.path == folder and done.manifest["status"] == "complete"
     assert len(list(tmp_path.glob("distill/*"))) == len(list(tmp_path.glob("dataset/*"))) == 1
     rows = {r["method"]: r for r in json.loads((folder / "results.json").read_text())["rows"]}
