@@ -107,10 +107,10 @@ class DistillConfig:
                               "do not change its agreement with the teacher")
     prune_tolerance: float = arg(0.002, "agreement on the training records, balanced over "
                                         "actions, that pruning may give up")
-    dagger: int = arg(0, "DAgger rounds (VIPER-style): the forest plays --dagger-episodes "
+    dagger: int = arg(0, "DAgger rounds (VIPER's loop): the policy plays --dagger-episodes "
                          "games, the teacher labels every state it visited, those records join "
-                         "the dataset and the forest is distilled again; the forest that scored "
-                         "best in its own games is kept")
+                         "the dataset and the policy is fitted again; the round that scored "
+                         "best on the selection games is kept")
     dagger_episodes: int = arg(2, "games the forest plays in each DAgger round")
     dagger_select: int = arg(5, "selection games every DAgger round's policy plays (the same "
                                 "for every round and seed, from seed 9000), as they are and "
