@@ -111,8 +111,8 @@ class ResultsConfig:
                                                "fine-tuned too (the --finetunes rows)")
     loop_rounds: int = arg(8, "imitation loop: rounds")
     loop_episodes: int = arg(3, "imitation loop: the policy's games labelled each round")
-    loop_select: int = arg(5, "imitation loop: selection games of every round (played "
-                                 "as they are and under --sticky)")
+    loop_select: int = arg(5, "imitation loop: selection games of every round (played as "
+                              "they are and under --sticky)")
     loop_restarts: int = arg(1, "imitation loop: loops per seed of a tree route, from other "
                                 "collection games; the best round of all is kept")
     gp_loop_restarts: int = arg(1, "imitation loop: loops per seed of a GP route (each round "
