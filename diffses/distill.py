@@ -483,7 +483,7 @@ def fit_tree(cfg: DistillConfig, data: Dataset | DatasetArrays
     base = SymbolicPolicy([NEVER] * data.n_actions, layout, meanings,
                           meta.get("env_id", "unknown"), ["ite", "sub"])
     policy, nodes = decision_tree_policy(base, split, cfg.seed, cfg.leaves)
-    policy.metrics = {
+    policy.metrics = {"rules": policy.metrics["rules"],
         "mode": "tree", "validation_agreement": _agreement(policy, split.X_val, split.a_val),
         "train_agreement": _agreement(policy, split.X_train, split.a_train),
         "tree_sizes": [len(t) for t in policy.trees], "nodes": nodes,
@@ -530,7 +530,23 @@ def decision_tree_policy(policy: SymbolicPolicy, split: Split, seed: int,
     leaves = leaves or tree_leaves(policy)
     model = DecisionTreeClassifier(max_leaf_nodes=leaves, random_state=seed).fit(
         split.X_train, split.a_train, sample_weight=split.w_train)
-    return policy.with_trees(tree_forest(model, policy.n_actions)), int(model.tree_.node_count)
+    tree = policy.with_trees(tree_forest(model, policy.n_actions))
+    tree.metrics = {"rules": tree_rules(model, policy.layout.names, policy.action_meanings)}
+    return tree, int(model.tree_.node_count)
+
+
+def tree_rules(model: Any, names: list[str], meanings: list[str]) -> list[str]:
+    """A fitted decision tree as indented if/else lines, each leaf its action's meaning."""
+    t = model.tree_
+
+    def lines(node: int, depth: int) -> list[str]:
+        pad = "  " * depth
+        if t.children_left[node] < 0:
+            return [f"{pad}{meanings[int(model.classes_[np.argmax(t.value[node][0])])]}"]
+        return [f"{pad}if {names[t.feature[node]]} > {t.threshold[node]:.4g}:",
+                *lines(t.children_right[node], depth + 1), f"{pad}else:",
+                *lines(t.children_left[node], depth + 1)]
+    return lines(0, 0)
 
 
 def tree_leaves(policy: SymbolicPolicy) -> int:
@@ -737,7 +753,8 @@ def run(cfg: DistillConfig) -> Run:
     print(f"[distill] validation agreement {metrics['validation_agreement']:.3f} "
           f"(train {metrics['train_agreement']:.3f}), {metrics['fit_seconds']:.1f} s; "
           f"policy: {run_.path / POLICY}")
-    print(policy.describe())
+    print("\n".join(["  " + line for line in metrics["rules"]]) if "rules" in metrics
+          else policy.describe())
     if "play" in metrics:
         play = metrics["play"]
         print(f"[distill] return over {cfg.eval_episodes} seeded games: symbolic "

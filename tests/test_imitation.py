@@ -92,6 +92,7 @@ def test_margin_weighted_tree_learns_the_rule_where_the_teacher_is_sure():
         policy, metrics = fit_policy(DistillConfig(learner="tree", leaves=2, weights=weights,
                                                    relations=True, runs_dir="unused"), data)
         assert metrics["mode"] == "tree" and metrics["nodes"] == 3
+        assert metrics["rules"][0].startswith("if ") and len(metrics["rules"]) == 4
         X = policy.layout.matrix([r["state"] for r in sure])
         found[weights] = (policy.act(X) == [r["teacher_action"] for r in sure]).mean()
     assert found["margin"] >= 0.95 > found["none"] + 0.2, found
