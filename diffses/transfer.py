@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from diffses.io import atomic_write_text
 from diffses.perception import Perception
 from diffses.play import (SymbolicAgent, greedy_teacher, load_player, play_episodes,
                           returns_summary)
+from diffses.policy import POLICY
 from diffses.runs import Run, jsonable, resolve_run
 from diffses.teacher import load_teacher
 from gplearn_custom.params import at_least, require
@@ -129,7 +130,8 @@ def run(cfg: TransferConfig) -> Run:
     agents: list[tuple[str, Callable[[], Callable[..., int]], dict[str, Any]]] = []
     model = load_teacher(teacher_run, "cpu")
     agents.append(("teacher (pixel PPO)", greedy_teacher(model), {}))
-    agents += [symbolic_agent(cfg, ref, k) for k, ref in enumerate(cfg.policies)]
+    agents += [symbolic_agent(cfg, ref, name) for ref, name in
+               zip(cfg.policies, policy_names(cfg.policies))]
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     run_ = Run.create(cfg.runs_dir, STAGE, source, cfg.name, cfg.seed, cfg)
     table: dict[str, dict[str, Any]] = {}
@@ -158,11 +160,22 @@ def run(cfg: TransferConfig) -> Run:
     return run_
 
 
-def symbolic_agent(cfg: TransferConfig, ref: str, index: int
+def policy_names(refs: Sequence[str]) -> list[str]:
+    """A short name per policy reference: its file's stem, or its run folder's name for a
+    run folder or a ``policy.json`` inside one; a name given twice gets its position."""
+    names = []
+    for ref in refs:
+        path = Path(ref)
+        names.append(path.parent.name if path.name == POLICY else
+                     path.name if path.is_dir() or not path.suffix else path.stem)
+    return [f"{n} #{k}" if names.count(n) > 1 else n for k, n in enumerate(names)]
+
+
+def symbolic_agent(cfg: TransferConfig, ref: str, name: str
                    ) -> tuple[str, Callable[[], Callable[..., int]], dict[str, Any]]:
-    """Symbolic policy ``index`` (of ``--policies``) with its perception, as an agent."""
+    """A symbolic policy of ``--policies`` with its perception, as an agent named ``name``."""
     policy, _, detector = load_player(ref, cfg.runs_dir, cfg.teacher, cfg.detector)
-    label = f"symbolic {index} ({Path(detector.name).name})"
+    label = f"{name} ({Path(detector.name).name})"
     return label, lambda: SymbolicAgent(policy, Perception(detector)), \
         Perception(detector).env_kwargs
 
@@ -195,7 +208,8 @@ def markdown(out: dict[str, Any]) -> str:
     agents = list(out["returns"]["source"])
     lines = [f"Transfer from `{out['source']}`, {len(out['seeds'])} games per cell (seeds "
              f"{out['seeds'][0]}–{out['seeds'][-1]}), no training on any target", "",
-             *[f"symbolic {k}: `{p}`" for k, p in enumerate(out["policies"])], "",
+             *[f"{n}: `{p}`" for n, p in zip(policy_names(out["policies"]), out["policies"])],
+             "",
              "| target | " + " | ".join(agents) + " |", "|---" * (len(agents) + 1) + "|"]
     for target, row in out["returns"].items():
         lines.append(f"| {target} | " + " | ".join(

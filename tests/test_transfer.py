@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from diffses.envs import VisualShift, make_env
 from diffses.errors import UserError
-from diffses.transfer import TransferConfig, parse_target, run
+from diffses.transfer import TransferConfig, parse_target, policy_names, run
 
 
 def _frames(shift: VisualShift | None) -> tuple[np.ndarray, np.ndarray, list]:
@@ -56,7 +56,7 @@ def test_transfer_table_on_tiny_budgets(teacher_run, tmp_path):
                               runs_dir=str(tmp_path)))
     out = json.loads((done.path / "transfer.json").read_text())
     assert out["targets"] == ["source", "difficulty=1", "noise=10"]
-    agents = ["teacher (pixel PPO)", "symbolic 0 (ocatari)", "random"]
+    agents = ["teacher (pixel PPO)", "p (ocatari)", "random"]
     for target in out["targets"]:
         assert list(out["returns"][target]) == agents
         assert all(len(v["returns"]) == 2 for v in out["returns"][target].values())
@@ -65,6 +65,13 @@ def test_transfer_table_on_tiny_budgets(teacher_run, tmp_path):
                       out["returns"]["noise=10"]["teacher (pixel PPO)"]["mean"])
     assert (done.path / "transfer.png").stat().st_size > 1000
     assert "| noise=10 |" in (done.path / "transfer.md").read_text()
+
+
+def test_policies_are_named_by_their_files_or_run_folders(tmp_path):
+    (tmp_path / "run").mkdir()
+    refs = ["pretrained/policies/breakout.json", str(tmp_path / "run"),
+            "runs/distill/Pong__s0/policy.json", "a/pong.json", "b/pong.json"]
+    assert policy_names(refs) == ["breakout", "run", "Pong__s0", "pong #3", "pong #4"]
 
 
 def test_transfer_cli_refuses_another_games_actions(teacher_run, tmp_path):
