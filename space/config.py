@@ -115,6 +115,14 @@ class TrainConfig:
     log_every: int = 25
     image_every: int = 500
     progress: bool = True
+    #: share of training frames shown under one random change of the picture, the kinds
+    #: ``evaluate_transfer.py`` tests (a repainted background, Gaussian noise, a shift), so
+    #: detection survives them (0: every frame as it is)
+    augment: float = 0.0
+    #: largest std of the noise of an augmented frame (native pixel values)
+    augment_noise: float = 25.0
+    #: largest shift of an augmented frame in x and y (native pixels)
+    augment_shift: int = 6
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,7 @@ INT_AT_LEAST = {
     "loss.fix_alpha_steps": 0, "loss.boundary_until": 0,
     "train.max_steps": 0, "train.batch_size": 1, "train.checkpoint_every": 1,
     "train.keep_checkpoints": 1, "train.log_every": 1, "train.image_every": 1,
+    "train.augment_shift": 0,
     "detect.batch_size": 1, "detect.max_types": 1, "detect.type_frames": 0,
     "eval.max_frames": 0, "eval.grid_frames": 1,
 }
@@ -198,7 +207,8 @@ FLOAT_RANGE: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "loss.scale_std": (0, None, False, False), "loss.fix_alpha_value": (0, 1, True, True),
     "loss.boundary_weight": (0, None, True, False), "loss.boundary_margin": (0, None, True, False),
     "train.lr_fg": (0, None, False, False), "train.lr_bg": (0, None, False, False),
-    "train.grad_clip": (0, None, True, False),
+    "train.grad_clip": (0, None, True, False), "train.augment": (0, 1, True, True),
+    "train.augment_noise": (0, None, True, False),
     "detect.threshold": (0, 1, True, True), "eval.gate": (0, None, False, False),
 }
 #: what 0 means, where it is allowed and means something special

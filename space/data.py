@@ -8,9 +8,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from diffses.envs import VisualShift
 from diffses.errors import UserError
 from diffses.frames import read_index, read_png
-from space.config import DataConfig
+from space.config import DataConfig, TrainConfig
 
 
 def crop_box(data: DataConfig, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -57,6 +58,27 @@ def select_records(frames_path: str | Path, split: str, limit: int = 0) -> list[
         keep = np.linspace(0, len(records) - 1, limit).round().astype(int)
         records = [records[i] for i in keep]
     return records
+
+
+def random_shift(rng: np.random.Generator, noise: float, shift: int) -> VisualShift:
+    """One change of the picture drawn at random: a background repainted in a random colour,
+    Gaussian noise of std up to ``noise``, or a shift of up to ``shift`` pixels each way."""
+    kinds = ["background"] + (["noise"] if noise > 0 else []) + (["shift"] if shift > 0 else [])
+    kind = kinds[rng.integers(len(kinds))]
+    if kind == "background":
+        return VisualShift(kind, tuple(float(v) for v in rng.integers(0, 256, 3)))
+    if kind == "noise":
+        return VisualShift(kind, (float(rng.uniform(0, noise)),))
+    return VisualShift(kind, tuple(float(v) for v in rng.integers(-shift, shift + 1, 2)))
+
+
+def augment(frames: np.ndarray, data: DataConfig, train: TrainConfig,
+            rng: np.random.Generator) -> np.ndarray:
+    """Model inputs (B, 3, h, w) uint8 of native ``frames`` (B, H, W, 3), each shown with
+    probability ``train.augment`` under a :func:`random_shift`."""
+    changed = [random_shift(rng, train.augment_noise, train.augment_shift)(f, rng)
+               if rng.random() < train.augment else f for f in frames]
+    return preprocess(np.stack(changed), data)
 
 
 def load_frames(frames_path: str | Path, records: list[dict[str, Any]]) -> np.ndarray:

@@ -20,7 +20,7 @@ from diffses.io import check_folder_path
 from diffses.runs import Run, check_runs_dir, resolve_run
 from diffses.utils import resolve_device, seed_everything
 from space.config import DetectConfig, SpaceConfig, config_from, load_config, to_dict
-from space.data import crop_box, load_frames, load_inputs, select_records
+from space.data import augment, crop_box, load_frames, load_inputs, select_records
 from space.model import (Hyper, Space, SpaceDetector, build_model, fit_types,
                          read_checkpoint, save_checkpoint, schedule)
 from space.visual import colour, draw_boxes, tile
@@ -184,6 +184,7 @@ def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
     records = select_records(frames.path, "train")
     print(f"[space] loading {len(records)} training frames of {frames.env_id} from {frames.path}")
     inputs = torch.from_numpy(load_inputs(frames.path, records, cfg.data)).to(device)  # (N,3,h,w)
+    natives = load_frames(frames.path, records) if cfg.train.augment else None  # (N,H,W,3)
     shown = inputs[np.linspace(0, len(inputs) - 1, 4).astype(int)].float() / 255      # (4,3,h,w)
 
     seed_everything(cfg.seed)
@@ -227,8 +228,10 @@ def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
     t0 = time.perf_counter() - seconds
     try:
         while step < tc.max_steps:
-            idx = torch.from_numpy(rng.integers(0, len(inputs), tc.batch_size)).to(device)
-            x = inputs[idx].float() / 255                                 # (B, 3, h, w)
+            idx = rng.integers(0, len(inputs), tc.batch_size)
+            x = (inputs[torch.from_numpy(idx).to(device)] if natives is None else
+                 torch.from_numpy(augment(natives[idx], cfg.data, tc, rng)).to(device)
+                 ).float() / 255                                          # (B, 3, h, w)
             hp = schedule(cfg.loss, step)
             out = model(x, hp)
             opt_fg.zero_grad(set_to_none=True)

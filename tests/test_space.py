@@ -27,7 +27,8 @@ from diffses.play import load_player, play_symbolic
 from diffses.policy import SymbolicPolicy
 from diffses.frames import FramesConfig, run as save_frames
 from space.config import SpaceConfig, config_from, load_config, to_dict
-from space.data import load_frames, load_inputs, select_records
+from diffses.envs import VisualShift
+from space.data import augment, load_frames, load_inputs, preprocess, random_shift, select_records
 from space.main import main as space_main
 from space.model import (SpaceDetector, build_model, fit_types, read_checkpoint,
                          save_checkpoint, schedule)
@@ -225,8 +226,9 @@ def test_cli_trains_and_evaluates_end_to_end(pong_frames, tmp_path):
     assert {"eval.json", "eval_grid.png", "checkpoint.pt"} <= set(manifest["outputs"])
 
 
-def test_resume_matches_an_uninterrupted_run(pong_frames, tmp_path):
-    def task(runs: Path, steps: int, **extra) -> Task:
+@pytest.mark.parametrize("extra", [{}, {"train.augment": 0.5}], ids=["plain", "augmented"])
+def test_resume_matches_an_uninterrupted_run(pong_frames, tmp_path, extra):
+    def task(runs: Path, steps: int) -> Task:
         return Task("train", str(PONG_CONFIG), str(pong_frames.path), str(runs), None, None,
                     {**TINY, "train.max_steps": steps, "train.checkpoint_every": 2, **extra})
 
@@ -240,6 +242,23 @@ def test_resume_matches_an_uninterrupted_run(pong_frames, tmp_path):
     assert a["step"] == b["step"] == 6
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0)
+
+
+def test_augmented_frames_are_the_transfer_shifts(pong_frames):
+    cfg = tiny_config(**{"train.augment": 1.0})
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "train", 12))
+    rng = np.random.default_rng(0)
+    kinds = {random_shift(rng, 25.0, 6).kind for _ in range(60)}
+    assert kinds == set(VisualShift.KINDS)
+    assert random_shift(rng, 0.0, 0).kind == "background"
+    plain = preprocess(frames, cfg.data)
+    changed = augment(frames, cfg.data, cfg.train, np.random.default_rng(1))
+    assert changed.shape == plain.shape and changed.dtype == np.uint8
+    assert all((c != p).any() for c, p in zip(changed, plain))
+    untouched = augment(frames, cfg.data, tiny_config().train, np.random.default_rng(1))
+    np.testing.assert_array_equal(untouched, plain)
+    with pytest.raises(UserError, match="train.augment must be in"):
+        tiny_config(**{"train.augment": 1.5})
 
 
 def test_resume_continues_a_killed_run(pong_frames, tmp_path):
