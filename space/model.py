@@ -33,7 +33,8 @@ from diffses.detection import Detection, Detector
 from diffses.errors import UserError
 from diffses.io import atomic_save
 from diffses.utils import resolve_device
-from space.config import LossConfig, ModelConfig, SpaceConfig, config_from, to_dict
+from space.config import (LossConfig, ModelConfig, SpaceConfig, config_from, encoder_strides,
+                          to_dict)
 from space.data import preprocess, to_native
 
 EPS = 1e-5
@@ -137,14 +138,16 @@ class Foreground(nn.Module):
         self.cell = (image_size[0] // gh, image_size[1] // gw)
         layers: list[nn.Module] = []
         c_in = 3
-        for c in m.enc_channels:
-            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.CELU()]
+        for c, stride in zip(m.enc_channels, encoder_strides(m)):
+            layers += [nn.Conv2d(c_in, c, 4, stride=stride, padding=(4 - stride) // 2),
+                       nn.CELU()]
             c_in = c
-        layers += [nn.Conv2d(c_in, m.feat_channels, 3, padding=1), nn.CELU(),
-                   nn.Conv2d(m.feat_channels, m.feat_channels, 3, padding=1), nn.CELU()]
+        for _ in range(m.feat_layers):
+            layers += [nn.Conv2d(c_in, m.feat_channels, 3, padding=1), nn.CELU()]
+            c_in = m.feat_channels
         self.encoder = nn.Sequential(*layers)
         # per cell: pres logit (1), scale (2 mean, 2 std), shift (2 + 2), depth (1 + 1)
-        self.head = nn.Conv2d(m.feat_channels, 11, 1)
+        self.head = nn.Conv2d(c_in, 11, 1)
         g = m.glimpse
         self.what_encoder = mlp([3 * g * g, m.glimpse_hidden, m.glimpse_hidden, 2 * m.z_what])
         self.what_decoder = mlp([m.z_what, m.glimpse_hidden, m.glimpse_hidden, 4 * g * g])

@@ -111,6 +111,17 @@ def test_boundary_loss_is_an_option_that_switches_off():
     torch.testing.assert_close(with_term["loss"] - without["loss"], 2.0 * boundary)
 
 
+def test_a_light_encoder_keeps_the_grid_with_a_stride_4_first_layer():
+    cfg = tiny_config(**{"model.enc_channels": [8, 16], "model.enc_strides": [4, 2],
+                         "model.feat_layers": 1})
+    model = build_model(cfg)
+    convs = [m for m in model.fg.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(4, 4), (2, 2), (1, 1)]
+    x = torch.rand(2, 3, *cfg.data.image_size)
+    assert model.fg.cells(x)["pres_logit"].shape == (2, 16)
+    assert torch.isfinite(model(x, schedule(cfg.loss, 0))["loss"])
+
+
 def test_a_few_steps_on_real_pong_frames_lower_the_loss(pong_frames):
     torch.manual_seed(0)
     cfg = tiny_config()
@@ -292,6 +303,11 @@ def test_resume_continues_a_killed_run(pong_frames, tmp_path):
     (["train.max_steps"], "has no value: write train.max_steps=VALUE"),
     (["train.max_steps=many"], "'train.max_steps' needs an integer"),
     (["model.grid", "[5, 5]"], "must be model.grid"),
+    (["model.enc_strides=[4, 3, 2]"], "must give a stride of 2 or 4 for each"),
+    (["model.enc_strides=[4, 2]"], "must give a stride of 2 or 4 for each of the 3"),
+    (["model.enc_strides=[4, 2, 2]"], "times the cell size 16 (the product of"),
+    (["model.feat_layers=-1"], "model.feat_layers must be >= 0"),
+    (["train.augment=2"], "train.augment must be in [0, 1]"),
     (["train.lr_fg=-1"], "train.lr_fg must be > 0, got -1"),
     (["train.lr_bg", "0"], "train.lr_bg must be > 0"),
     (["train.lr_fg=.nan"], "train.lr_fg must be a finite number"),
