@@ -60,6 +60,9 @@ class Detector(ABC):
     env_id: str | None = None
     #: learned type id -> the ground-truth class it matched when evaluated (empty: unnamed)
     classes: dict[int, str] = {}
+    #: steps the tracker keeps reporting an object this detector missed, at its predicted
+    #: place (a learned detector drops small objects for single frames; RAM objects: 0)
+    coast: int = 0
 
     @abstractmethod
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
@@ -80,6 +83,7 @@ class NamedDetector(Detector):
     def __init__(self, inner: Detector, type_map: dict[int, int], type_names: dict[int, str]):
         self.inner, self.type_map, self.type_names = inner, dict(type_map), dict(type_names)
         self.name, self.env_kwargs, self.env_id = inner.name, inner.env_kwargs, inner.env_id
+        self.coast = inner.coast
 
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
                ) -> list[list[Detection]]:

@@ -75,6 +75,7 @@ class RepairedDetector(Detector):
         self.name = f"{learned.name} ({step})"
         self.type_names, self.env_id = learned.type_names, learned.env_id
         self.env_kwargs = {**learned.env_kwargs, **truth.env_kwargs}
+        self.coast = truth.coast if step == STEPS[-1] else learned.coast
         #: per true type: true objects, matched, learned detections matching none (by the
         #: learned type), summed centre error of the matched (px), over every frame seen
         self.counts: dict[int, np.ndarray] = {}

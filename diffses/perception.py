@@ -30,7 +30,7 @@ class Perception:
 
     def __init__(self, detector: Detector, gate: float = 30.0, max_missing: int = 3):
         self.detector = detector
-        self.tracker = Tracker(gate=gate, max_missing=max_missing)
+        self.tracker = Tracker(gate=gate, max_missing=max_missing, coast=detector.coast)
 
     @property
     def env_kwargs(self) -> dict[str, Any]:

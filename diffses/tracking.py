@@ -5,12 +5,15 @@ Hungarian algorithm on the distance between each track's predicted centre (last 
 its velocity times the steps since it was seen) and each detection, with a gate in pixels.
 A matched detection's velocity is its displacement per agent step since the track was last
 seen; a new object has velocity 0. A track not seen for more than ``max_missing`` steps is
-dropped, so an object that flickers for a step or two keeps its identity.
+dropped, so an object that flickers for a step or two keeps its identity. With ``coast`` k, a
+track missed for at most k steps is still reported, at its predicted centre with its last
+size and velocity: a learned detector that drops an object for a frame does not make it
+vanish from the policy's view.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +33,8 @@ class Track:
     vx: float = 0.0
     vy: float = 0.0
     last_seen: int = 0
+    #: the detection it was last seen as
+    seen_as: Detection | None = None
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,8 @@ class TrackedObject:
 class Tracker:
     """Per-type Hungarian tracking with a distance gate and tolerance for flicker."""
 
-    def __init__(self, gate: float = 30.0, max_missing: int = 3):
-        self.gate, self.max_missing = gate, max_missing
+    def __init__(self, gate: float = 30.0, max_missing: int = 3, coast: int = 0):
+        self.gate, self.max_missing, self.coast = gate, max_missing, min(coast, max_missing)
         self.reset()
 
     def reset(self) -> None:
@@ -83,13 +88,19 @@ class Tracker:
             tr, d = tracks[r], dets[c]
             gap = self.t - tr.last_seen
             tr.vx, tr.vy = (d.x - tr.x) / gap, (d.y - tr.y) / gap
-            tr.x, tr.y, tr.last_seen = d.x, d.y, self.t
+            tr.x, tr.y, tr.last_seen, tr.seen_as = d.x, d.y, self.t, d
             matched.add(c)
             out.append(TrackedObject(d, tr.id, tr.vx, tr.vy))
+        found = {r for r, _ in pairs}
+        for r, tr in enumerate(tracks):
+            gap = self.t - tr.last_seen
+            if r not in found and 0 < gap <= self.coast and tr.seen_as is not None:
+                guess = replace(tr.seen_as, x=tr.x + tr.vx * gap, y=tr.y + tr.vy * gap)
+                out.append(TrackedObject(guess, tr.id, tr.vx, tr.vy))
         for c, d in enumerate(dets):
             if c in matched:
                 continue
-            tr = Track(self._next_id, typ, d.x, d.y, last_seen=self.t)
+            tr = Track(self._next_id, typ, d.x, d.y, last_seen=self.t, seen_as=d)
             self._next_id += 1
             self.tracks.append(tr)
             out.append(TrackedObject(d, tr.id, 0.0, 0.0))

@@ -145,6 +145,9 @@ class DetectConfig:
     max_types: int = 8
     #: training frames the types are fitted on
     type_frames: int = 1000
+    #: steps the tracker keeps reporting an object the detector missed, at its predicted
+    #: place (see ``diffses.tracking``)
+    coast: int = 1
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ INT_AT_LEAST = {
     "train.keep_checkpoints": 1, "train.log_every": 1, "train.image_every": 1,
     "train.augment_shift": 0,
     "detect.batch_size": 1, "detect.max_types": 1, "detect.type_frames": 0,
+    "detect.coast": 0,
     "eval.max_frames": 0, "eval.grid_frames": 1,
 }
 #: integer lists whose every entry must be at least this

@@ -515,6 +515,7 @@ class SpaceDetector(Detector):
         k = len(types.centroids) if types is not None else 1
         self.type_names = {i: f"type{i}" for i in range(k)}
         self.env_kwargs = {"native_frames": True}
+        self.coast = cfg.detect.coast
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", name: str | None = None,

@@ -64,3 +64,16 @@ def test_types_are_tracked_separately_and_far_jumps_are_new_objects():
     assert by_type[1].vx == 0.0 and by_type[1].track == 2  # beyond the gate: a new object
     tracker.reset()
     assert tracker.update([det(0, 0)])[0].track == 0
+
+
+def test_coasting_reports_a_missed_object_where_it_should_be_for_k_steps():
+    tracker = Tracker(gate=30, max_missing=3, coast=1)
+    frames = [[det(10, 50)], [det(13, 48)], [], [det(19, 44)], [], [], [det(40, 40)]]
+    out = [tracker.update(f) for f in frames]
+    coasted = out[2][0]
+    assert (coasted.detection.x, coasted.detection.y, coasted.vx, coasted.vy) == (16, 46, 3, -2)
+    assert (coasted.detection.w, coasted.detection.h, coasted.track) == (2, 4, 0)
+    assert (out[3][0].vx, out[3][0].vy, out[3][0].track) == (3.0, -2.0, 0)  # gap of 2 steps
+    assert [o.detection.x for o in out[4]] == [22] and out[5] == []  # one step only
+    plain = Tracker(gate=30, max_missing=3)
+    assert [len(plain.update(f)) for f in frames] == [1, 1, 0, 1, 0, 0, 1]
