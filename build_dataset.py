@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.dataset import DatasetConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(DatasetConfig, run, prog="build_dataset.py"))
+    sys.exit(main(DatasetConfig, run, prog="build_dataset.py", docs="docs/dataset.md"))

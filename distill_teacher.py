@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.distill import DistillConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(DistillConfig, run, prog="distill_teacher.py"))
+    sys.exit(main(DistillConfig, run, prog="distill_teacher.py", docs="docs/distillation.md"))

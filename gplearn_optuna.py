@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.tune import TuneConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(TuneConfig, run, prog="gplearn_optuna.py"))
+    sys.exit(main(TuneConfig, run, prog="gplearn_optuna.py", docs="docs/distillation.md"))

@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.video import PlayConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(PlayConfig, run, prog="play_policy.py"))
+    sys.exit(main(PlayConfig, run, prog="play_policy.py", docs="docs/evaluation.md"))

@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.report import ReportConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(ReportConfig, run, prog="report.py"))
+    sys.exit(main(ReportConfig, run, prog="report.py", docs="docs/evaluation.md"))

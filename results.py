@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.results import ResultsConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(ResultsConfig, run, prog="results.py"))
+    sys.exit(main(ResultsConfig, run, prog="results.py", docs="docs/evaluation.md"))

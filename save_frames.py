@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.frames import FramesConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(FramesConfig, run, prog="save_frames.py"))
+    sys.exit(main(FramesConfig, run, prog="save_frames.py", docs="docs/space.md"))

@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.pretrained import ShipPolicyConfig, ship_policy
 
 if __name__ == "__main__":
-    sys.exit(main(ShipPolicyConfig, ship_policy, prog="ship_policy.py"))
+    sys.exit(main(ShipPolicyConfig, ship_policy, prog="ship_policy.py", docs="docs/evaluation.md"))

@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.pretrained import ShipTeacherConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(ShipTeacherConfig, run, prog="ship_teacher.py"))
+    sys.exit(main(ShipTeacherConfig, run, prog="ship_teacher.py", docs="docs/teacher.md"))

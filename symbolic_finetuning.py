@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.finetune import FinetuneConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(FinetuneConfig, run, prog="symbolic_finetuning.py"))
+    sys.exit(main(FinetuneConfig, run, prog="symbolic_finetuning.py", docs="docs/finetuning.md"))

@@ -6,4 +6,4 @@ from diffses.cli import main
 from diffses.teacher import TeacherConfig, run
 
 if __name__ == "__main__":
-    sys.exit(main(TeacherConfig, run, prog="train_visual_rl.py"))
+    sys.exit(main(TeacherConfig, run, prog="train_visual_rl.py", docs="docs/teacher.md"))

@@ -167,9 +167,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser(cls: type, prog: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one option per option of the config dataclass ``cls``."""
+def build_parser(cls: type, prog: str | None = None,
+                 docs: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one option per option of the config dataclass ``cls``; ``docs``
+    (the stage's page, e.g. ``docs/teacher.md``) closes the ``--help`` text."""
     parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(),
+                                     epilog=f"docs: {docs}" if docs else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for o in options(cls):
         names = [*o.aliases, _flag(o.name)]
@@ -278,13 +281,14 @@ def from_yaml(cls: type[T], path: str | Path, **overrides: Any) -> T:
     return cls(**{**yaml_values(cls, path), "config": str(path), **overrides})
 
 
-def parse(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None) -> T:
+def parse(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None,
+          docs: str | None = None) -> T:
     """Parse ``argv`` into an instance of the config dataclass ``cls``.
 
     A config with a ``config`` field takes ``--config FILE.yaml``: its values become the
     defaults, so flags given on the command line win.
     """
-    parser = build_parser(cls, prog)
+    parser = build_parser(cls, prog, docs)
     if "config" in {o.name for o in options(cls)}:
         pre = argparse.ArgumentParser(add_help=False)
         pre.add_argument("--config")
@@ -308,6 +312,7 @@ def guarded(action: Callable[[], Any]) -> int:
 
 
 def main(cls: type[T], run: Callable[[T], Any], argv: Sequence[str] | None = None,
-         prog: str | None = None) -> int:
-    """Parse the config and run the stage; a :class:`UserError` prints one line, exit 2."""
-    return guarded(lambda: run(parse(cls, argv, prog)))
+         prog: str | None = None, docs: str | None = None) -> int:
+    """Parse the config and run the stage (``docs``: the stage's page, named by ``--help``);
+    a :class:`UserError` prints one line, exit 2."""
+    return guarded(lambda: run(parse(cls, argv, prog, docs)))
