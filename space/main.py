@@ -28,6 +28,7 @@ from space.train import Task  # noqa: E402
 def parse(argv: list[str] | None = None) -> Task:
     """The command line as a :class:`Task`."""
     parser = argparse.ArgumentParser(prog="space/main.py", description=__doc__,
+                                     epilog="docs: docs/space.md",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=("train", "eval"), required=True)
     parser.add_argument("--config", help="yaml config (space/configs/*.yaml); for eval only "

@@ -29,7 +29,7 @@ HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
 SCRIPTS = ["train_visual_rl.py", "ship_teacher.py", "save_frames.py", "build_dataset.py",
            "distill_teacher.py", "gplearn_optuna.py", "symbolic_finetuning.py", "results.py",
            "play_policy.py", "evaluate_transfer.py", "report.py", "ship_policy.py",
-           "make_figures.py"]
+           "make_figures.py", "space/main.py"]
 
 
 def tracked_files(root: Path = ROOT) -> set[str]:
