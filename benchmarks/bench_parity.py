@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from diffses.cli import parse_overrides  # noqa: E402
 from diffses.detection import detector_for, load_detector  # noqa: E402
 from diffses.io import atomic_write_json  # noqa: E402
 from diffses.parity import STEPS, RepairedDetector  # noqa: E402
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5000, help="first evaluation game")
     parser.add_argument("--max-steps", type=int, default=3000, help="cap on agent steps")
     parser.add_argument("--gate", type=float, default=6.0, help="matching gate in pixels")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="detection settings of the learned detector, e.g. "
+                             "detect.track_threshold=0.1 detect.coast=2")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
     parser.add_argument("--out", help="result JSON (default benchmarks/results/"
                                       "bench_parity_<game>.json)")
@@ -52,9 +56,12 @@ def main() -> None:
     torch.set_num_threads(1)
     teacher_run = Run.load(args.teacher)
     seeds = list(range(args.seed, args.seed + args.episodes))
-    learned = load_detector(args.detector, env_id=teacher_run.env_id, device="cpu")
+    settings = parse_overrides(args.set)
+    learned = load_detector(args.detector, env_id=teacher_run.env_id, device="cpu",
+                            overrides=settings)
     truth = load_detector("ocatari", env_id=teacher_run.env_id)
     result = {"env": teacher_run.env_id, "teacher": args.teacher, "detector": args.detector,
+              "settings": settings,
               "seeds": seeds, "max_steps": args.max_steps, "gate_px": args.gate,
               "machine": f"{platform.processor() or platform.machine()}, "
                          f"torch {torch.__version__}, one thread", "policies": {}}

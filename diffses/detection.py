@@ -63,6 +63,8 @@ class Detector(ABC):
     #: steps the tracker keeps reporting an object this detector missed, at its predicted
     #: place (a learned detector drops small objects for single frames; RAM objects: 0)
     coast: int = 0
+    #: detections less confident than this are weak: they only continue a track (RAM: 0)
+    confirm: float = 0.0
 
     @abstractmethod
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
@@ -83,7 +85,7 @@ class NamedDetector(Detector):
     def __init__(self, inner: Detector, type_map: dict[int, int], type_names: dict[int, str]):
         self.inner, self.type_map, self.type_names = inner, dict(type_map), dict(type_names)
         self.name, self.env_kwargs, self.env_id = inner.name, inner.env_kwargs, inner.env_id
-        self.coast = inner.coast
+        self.coast, self.confirm = inner.coast, inner.confirm
 
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
                ) -> list[list[Detection]]:
@@ -154,10 +156,10 @@ class OcatariDetector(Detector):
         return [boxes_from_objects(info["objects"], self.type_ids, self.hud) for info in infos]
 
 
-def load_checkpoint(path: str | Path, device: str = "auto", name: str | None = None
-                    ) -> Detector:
+def load_checkpoint(path: str | Path, device: str = "auto", name: str | None = None,
+                    overrides: dict[str, Any] | None = None) -> Detector:
     """The learned detector saved in checkpoint file ``path`` (``name`` for manifests, default
-    the path).
+    the path; ``overrides``: detection settings such as ``{"detect.coast": 2}``).
 
     The backend, a :class:`Detector` subclass with a ``load(path, device=..., name=...)``
     classmethod, is named by the string :data:`CHECKPOINT_BACKEND` and imported by that name
@@ -166,17 +168,21 @@ def load_checkpoint(path: str | Path, device: str = "auto", name: str | None = N
     """
     module, _, cls = CHECKPOINT_BACKEND.partition(":")
     backend = getattr(importlib.import_module(module), cls)
-    return backend.load(path, device=device, name=name)
+    return backend.load(path, device=device, name=name, overrides=overrides)
 
 
 def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Path = "runs",
-                  device: str = "auto", hud: bool = False) -> Detector:
+                  device: str = "auto", hud: bool = False,
+                  overrides: dict[str, Any] | None = None) -> Detector:
     """``ocatari`` (needs ``env_id``), a SPACE run folder / ``latest``, or a SPACE checkpoint
-    file (such as ``pretrained/space_pong.pt``). A detector trained on another game is
-    refused."""
+    file (such as ``pretrained/space_pong.pt``), with detection settings changed by
+    ``overrides``. A detector trained on another game is refused."""
     if str(ref) == OCATARI:
         if env_id is None:
             raise UserError("the ocatari detector needs the env id")
+        if overrides:
+            raise UserError(f"the ocatari detector has no settings to change "
+                            f"({', '.join(overrides)})")
         return OcatariDetector(env_id, hud=hud)
     from diffses.envs import same_game
     if str(ref) != "latest" and not Path(ref).exists():
@@ -185,12 +191,12 @@ def load_detector(ref: str | Path, env_id: str | None = None, runs_dir: str | Pa
         raise UserError(f"detector {ref} does not exist: give 'ocatari', a SPACE run folder "
                         f"or checkpoint, or 'latest'{hint}")
     if Path(ref).is_file():
-        detector = load_checkpoint(ref, device=device)
+        detector = load_checkpoint(ref, device=device, overrides=overrides)
         trained_on = detector.env_id
     else:
         run = resolve_run(ref, "space", runs_dir, env_id=env_id)
         detector = load_checkpoint(run.path / "checkpoint.pt", device=device,
-                                   name=str(run.path))
+                                   name=str(run.path), overrides=overrides)
         trained_on = run.env_id
     if env_id is not None and trained_on is not None and not same_game(trained_on, env_id):
         raise UserError(f"detector {ref} was trained on {trained_on}, not {env_id}")

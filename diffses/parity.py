@@ -75,7 +75,8 @@ class RepairedDetector(Detector):
         self.name = f"{learned.name} ({step})"
         self.type_names, self.env_id = learned.type_names, learned.env_id
         self.env_kwargs = {**learned.env_kwargs, **truth.env_kwargs}
-        self.coast = truth.coast if step == STEPS[-1] else learned.coast
+        shown = truth if step == STEPS[-1] else learned
+        self.coast, self.confirm = shown.coast, shown.confirm
         #: per true type: true objects, matched, learned detections matching none (by the
         #: learned type), summed centre error of the matched (px), over every frame seen
         self.counts: dict[int, np.ndarray] = {}
@@ -107,5 +108,5 @@ class RepairedDetector(Detector):
         truth = self.truth.detect(frames, infos)
         learned = self.learned.detect(frames, infos)
         for ld, td in zip(learned, truth):
-            self._count(ld, td)
+            self._count([d for d in ld if d.confidence >= self.learned.confirm], td)
         return [repair(ld, td, self.step, self.gate) for ld, td in zip(learned, truth)]

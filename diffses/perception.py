@@ -30,7 +30,8 @@ class Perception:
 
     def __init__(self, detector: Detector, gate: float = 30.0, max_missing: int = 3):
         self.detector = detector
-        self.tracker = Tracker(gate=gate, max_missing=max_missing, coast=detector.coast)
+        self.tracker = Tracker(gate=gate, max_missing=max_missing, coast=detector.coast,
+                               confirm=detector.confirm)
 
     @property
     def env_kwargs(self) -> dict[str, Any]:

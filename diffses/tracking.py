@@ -8,7 +8,10 @@ seen; a new object has velocity 0. A track not seen for more than ``max_missing`
 dropped, so an object that flickers for a step or two keeps its identity. With ``coast`` k, a
 track missed for at most k steps is still reported, at its predicted centre with its last
 size and velocity: a learned detector that drops an object for a frame does not make it
-vanish from the policy's view.
+vanish from the policy's view. With ``confirm`` c, a detection less confident than c is weak:
+it may continue a track no confident detection continued (nearest first, within the gate) but
+never starts one, so a detector's doubtful sightings of a known object count and its doubtful
+sightings of nothing do not (hysteresis, as in two-threshold trackers).
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ class TrackedObject:
 class Tracker:
     """Per-type Hungarian tracking with a distance gate and tolerance for flicker."""
 
-    def __init__(self, gate: float = 30.0, max_missing: int = 3, coast: int = 0):
+    def __init__(self, gate: float = 30.0, max_missing: int = 3, coast: int = 0,
+                 confirm: float = 0.0):
         self.gate, self.max_missing, self.coast = gate, max_missing, min(coast, max_missing)
+        self.confirm = confirm
         self.reset()
 
     def reset(self) -> None:
@@ -71,25 +76,32 @@ class Tracker:
         self.tracks = [tr for tr in self.tracks if self.t - tr.last_seen <= self.max_missing]
         return sorted(out, key=lambda o: (o.detection.type, o.track))
 
+    def _pairs(self, tracks: list[Track], dets: list[Detection]) -> list[tuple[int, int]]:
+        """(track, detection) index pairs: Hungarian on the distance between each track's
+        predicted centre and each detection, pairs within the gate."""
+        if not dets or not tracks:
+            return []
+        gaps = np.array([self.t - tr.last_seen for tr in tracks], dtype=float)      # (T,)
+        pred = np.array([[tr.x + tr.vx * g, tr.y + tr.vy * g]
+                         for tr, g in zip(tracks, gaps)])                           # (T, 2)
+        pos = np.array([[d.x, d.y] for d in dets])                                  # (D, 2)
+        dist = np.linalg.norm(pred[:, None] - pos[None], axis=-1)                   # (T, D)
+        rows, cols = linear_sum_assignment(np.where(dist <= self.gate, dist, 1e9))
+        return [(r, c) for r, c in zip(rows, cols) if dist[r, c] <= self.gate]
+
     def _update_type(self, typ: int, dets: list[Detection], tracks: list[Track]
                      ) -> list[TrackedObject]:
-        pairs: list[tuple[int, int]] = []
-        if dets and tracks:
-            gaps = np.array([self.t - tr.last_seen for tr in tracks], dtype=float)  # (T,)
-            pred = np.array([[tr.x + tr.vx * g, tr.y + tr.vy * g]
-                             for tr, g in zip(tracks, gaps)])                       # (T, 2)
-            pos = np.array([[d.x, d.y] for d in dets])                              # (D, 2)
-            dist = np.linalg.norm(pred[:, None] - pos[None], axis=-1)               # (T, D)
-            rows, cols = linear_sum_assignment(np.where(dist <= self.gate, dist, 1e9))
-            pairs = [(r, c) for r, c in zip(rows, cols) if dist[r, c] <= self.gate]
+        sure = [d for d in dets if d.confidence >= self.confirm]
+        weak = [d for d in dets if d.confidence < self.confirm]
+        pairs = [(r, sure[c]) for r, c in self._pairs(tracks, sure)]
+        free = [r for r in range(len(tracks)) if r not in {r for r, _ in pairs}]
+        pairs += [(free[r], weak[c]) for r, c in self._pairs([tracks[r] for r in free], weak)]
         out = []
-        matched = set()
-        for r, c in pairs:
-            tr, d = tracks[r], dets[c]
+        for r, d in pairs:
+            tr = tracks[r]
             gap = self.t - tr.last_seen
             tr.vx, tr.vy = (d.x - tr.x) / gap, (d.y - tr.y) / gap
             tr.x, tr.y, tr.last_seen, tr.seen_as = d.x, d.y, self.t, d
-            matched.add(c)
             out.append(TrackedObject(d, tr.id, tr.vx, tr.vy))
         found = {r for r, _ in pairs}
         for r, tr in enumerate(tracks):
@@ -97,8 +109,9 @@ class Tracker:
             if r not in found and 0 < gap <= self.coast and tr.seen_as is not None:
                 guess = replace(tr.seen_as, x=tr.x + tr.vx * gap, y=tr.y + tr.vy * gap)
                 out.append(TrackedObject(guess, tr.id, tr.vx, tr.vy))
-        for c, d in enumerate(dets):
-            if c in matched:
+        matched = {id(d) for _, d in pairs}
+        for d in sure:
+            if id(d) in matched:
                 continue
             tr = Track(self._next_id, typ, d.x, d.y, last_seen=self.t, seen_as=d)
             self._next_id += 1

@@ -148,6 +148,9 @@ class DetectConfig:
     #: steps the tracker keeps reporting an object the detector missed, at its predicted
     #: place (see ``diffses.tracking``)
     coast: int = 1
+    #: objects whose z_pres probability is at least this but under ``threshold`` are weak: they
+    #: only continue a track the tracker already holds, never start one (null: none are weak)
+    track_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,10 @@ def check_ranges(cfg: SpaceConfig) -> None:
                         f"{cfg.name!r}")
     if not DEVICE.fullmatch(cfg.device):
         raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    weak = cfg.detect.track_threshold
+    if weak is not None and not 0 < weak <= cfg.detect.threshold:
+        raise UserError(f"detect.track_threshold must be in (0, detect.threshold = "
+                        f"{cfg.detect.threshold:g}] or null, got {weak:g}")
     if cfg.detect.types is not None and cfg.detect.types < 1:
         raise UserError("detect.types must be at least 1 (or null for silhouette)")
     if cfg.eval.split not in ("train", "validation", "test"):

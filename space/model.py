@@ -516,6 +516,9 @@ class SpaceDetector(Detector):
         self.type_names = {i: f"type{i}" for i in range(k)}
         self.env_kwargs = {"native_frames": True}
         self.coast = cfg.detect.coast
+        weak = cfg.detect.track_threshold
+        self.confirm = cfg.detect.threshold if weak is not None else 0.0
+        self.lowest = weak if weak is not None else cfg.detect.threshold
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", name: str | None = None,
@@ -541,15 +544,17 @@ class SpaceDetector(Detector):
                             (payload.get("type_classes") or {}).items()}
         return detector
 
-    def raw(self, frames: np.ndarray) -> list[dict[str, np.ndarray]]:
+    def raw(self, frames: np.ndarray, threshold: float | None = None
+            ) -> list[dict[str, np.ndarray]]:
         """Per frame: ``prob`` (M,), ``centre`` and ``size`` (M, 2) in native pixels and
-        ``z_what`` (M, D) of the objects above the threshold."""
+        ``z_what`` (M, D) of the objects above ``threshold`` (default ``detect.threshold``)."""
+        threshold = self.cfg.detect.threshold if threshold is None else threshold
         out = []
         shape = frames.shape[1:]
         for start in range(0, len(frames), self.cfg.detect.batch_size):
             chunk = frames[start:start + self.cfg.detect.batch_size]
             x = torch.from_numpy(preprocess(chunk, self.cfg.data)).to(self.device).float() / 255
-            for prob, centre, size, z_what in self.model.infer(x, self.cfg.detect.threshold,
+            for prob, centre, size, z_what in self.model.infer(x, threshold,
                                                                self.cfg.detect.alpha_boxes):
                 c, s = to_native(centre.cpu().double().numpy(), size.cpu().double().numpy(),
                                  self.cfg.data, shape)
@@ -563,7 +568,7 @@ class SpaceDetector(Detector):
             raise ValueError(f"frames must be (B, H, W, 3) uint8 RGB, got {frames.shape} "
                              f"{frames.dtype}")
         result = []
-        for obj in self.raw(frames):
+        for obj in self.raw(frames, self.lowest):
             types = (self.types.predict(obj["z_what"].astype(np.float64)) if self.types
                      is not None else np.zeros(len(obj["prob"]), np.int64))
             result.append([Detection(x=float(c[0]), y=float(c[1]), w=float(s[0]), h=float(s[1]),

@@ -191,6 +191,19 @@ def test_detections_lie_inside_the_frame(trained, pong_frames):
         detector.detect(frames.astype(np.float32))
 
 
+def test_weak_detections_come_with_their_confidence_for_the_tracker(trained, pong_frames):
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
+    sure = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
+                              overrides={"detect.threshold": 0.6})
+    both = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
+                              overrides={"detect.threshold": 0.6, "detect.track_threshold": 0.0001})
+    assert (sure.confirm, both.confirm) == (0.0, 0.6)
+    strong, every = sure.detect(frames), both.detect(frames)
+    assert sum(map(len, every)) > sum(map(len, strong))
+    for s_dets, all_dets in zip(strong, every):
+        assert [d for d in all_dets if d.confidence >= 0.6] == s_dets
+
+
 def test_type_ids_are_stable_for_a_fixed_seed(trained, pong_frames):
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0, 0], [5, 5, 5], [-5, 5, 0]], float)
@@ -329,6 +342,7 @@ def test_resume_continues_a_killed_run(pong_frames, tmp_path):
     (["seed=-1"], "seed must be >= 0"),
     (["detect.max_types=0"], "detect.max_types must be >= 1"),
     (["detect.threshold=1.5"], "detect.threshold must be in [0, 1]"),
+    (["detect.track_threshold=0.7"], "detect.track_threshold must be in (0, detect.threshold"),
     (["detect.type_frames=-1"], "detect.type_frames must be >= 0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     (["name=a/b"], "name must be a non-empty run name without '/'"),

@@ -77,3 +77,17 @@ def test_coasting_reports_a_missed_object_where_it_should_be_for_k_steps():
     assert [o.detection.x for o in out[4]] == [22] and out[5] == []  # one step only
     plain = Tracker(gate=30, max_missing=3)
     assert [len(plain.update(f)) for f in frames] == [1, 1, 0, 1, 0, 0, 1]
+
+
+def test_weak_detections_continue_a_track_but_never_start_one():
+    def weak(x: float, y: float) -> Detection:
+        return Detection(x, y, 2, 4, 0, confidence=0.2)
+
+    tracker = Tracker(gate=10, confirm=0.5)
+    assert tracker.update([weak(10, 50)]) == []                       # nothing to continue
+    assert [o.track for o in tracker.update([det(12, 50)])] == [0]
+    out = tracker.update([weak(14, 50), weak(60, 60)])                # a far weak one: dropped
+    assert [(o.track, o.detection.x, o.vx) for o in out] == [(0, 14, 2.0)]
+    out = tracker.update([det(16, 50), weak(16.5, 50)])              # the confident one wins
+    assert [(o.track, o.detection.confidence) for o in out] == [(0, 1.0)]
+    assert len(Tracker(gate=10).update([weak(10, 50)])) == 1          # confirm 0: all count
