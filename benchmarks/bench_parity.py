@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=5000, help="first evaluation game")
     parser.add_argument("--max-steps", type=int, default=3000, help="cap on agent steps")
+    parser.add_argument("--sticky", type=float, default=0.0,
+                        help="repeat-action probability of every game (0: as they are)")
     parser.add_argument("--gate", type=float, default=6.0, help="matching gate in pixels")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="detection settings of the learned detector, e.g. "
@@ -62,7 +64,8 @@ def main() -> None:
     truth = load_detector("ocatari", env_id=teacher_run.env_id)
     result = {"env": teacher_run.env_id, "teacher": args.teacher, "detector": args.detector,
               "settings": settings,
-              "seeds": seeds, "max_steps": args.max_steps, "gate_px": args.gate,
+              "seeds": seeds, "max_steps": args.max_steps, "sticky": args.sticky,
+              "gate_px": args.gate,
               "machine": f"{platform.processor() or platform.machine()}, "
                          f"torch {torch.__version__}, one thread", "policies": {}}
     for path in args.policy:
@@ -71,14 +74,15 @@ def main() -> None:
         rows = {}
         t0 = time.perf_counter()
         rows["ocatari"] = {"returns": play_symbolic(policy, Perception(truth), teacher_run,
-                                                    seeds, args.max_steps)}
+                                                    seeds, args.max_steps, args.sticky)}
         for step in args.steps:
             repaired = RepairedDetector(seen, truth, step, args.gate)
             rows[step] = {"returns": play_symbolic(policy, Perception(repaired), teacher_run,
-                                                   seeds, args.max_steps),
+                                                   seeds, args.max_steps, args.sticky),
                           "detections": repaired.summary()}
         print(f"\n{path} on {teacher_run.env_id}, games {seeds[0]}-{seeds[-1]}, "
-              f"cap {args.max_steps} steps ({time.perf_counter() - t0:.0f} s)")
+              f"cap {args.max_steps} steps, sticky {args.sticky:g} "
+              f"({time.perf_counter() - t0:.0f} s)")
         print(f"{'perception':<34}{'return':>18}{'lost':>8}  detections along its games")
         base = float(np.mean(rows["ocatari"]["returns"]))
         for name, row in rows.items():

@@ -151,6 +151,9 @@ class DetectConfig:
     #: objects whose z_pres probability is at least this but under ``threshold`` are weak: they
     #: only continue a track the tracker already holds, never start one (null: none are weak)
     track_threshold: float | None = None
+    #: round each object's centre to whole native pixels, where the emulator draws sprites:
+    #: sub-pixel noise in the centres would become noise in the tracker's velocities
+    snap: bool = False
 
 
 @dataclass(frozen=True)

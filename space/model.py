@@ -571,6 +571,8 @@ class SpaceDetector(Detector):
         for obj in self.raw(frames, self.lowest):
             types = (self.types.predict(obj["z_what"].astype(np.float64)) if self.types
                      is not None else np.zeros(len(obj["prob"]), np.int64))
+            if self.cfg.detect.snap:
+                obj["centre"] = np.round(obj["centre"])
             result.append([Detection(x=float(c[0]), y=float(c[1]), w=float(s[0]), h=float(s[1]),
                                      type=int(t), confidence=float(p), z_what=z)
                            for p, c, s, z, t in zip(obj["prob"], obj["centre"], obj["size"],

@@ -191,7 +191,7 @@ def test_detections_lie_inside_the_frame(trained, pong_frames):
         detector.detect(frames.astype(np.float32))
 
 
-def test_weak_detections_come_with_their_confidence_for_the_tracker(trained, pong_frames):
+def test_weak_and_snapped_detections(trained, pong_frames):
     frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
     sure = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
                               overrides={"detect.threshold": 0.6})
@@ -202,6 +202,10 @@ def test_weak_detections_come_with_their_confidence_for_the_tracker(trained, pon
     assert sum(map(len, every)) > sum(map(len, strong))
     for s_dets, all_dets in zip(strong, every):
         assert [d for d in all_dets if d.confidence >= 0.6] == s_dets
+    snapped = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
+                                 overrides={"detect.threshold": 0.6, "detect.snap": True})
+    for s_dets, n_dets in zip(strong, snapped.detect(frames)):
+        assert [(round(d.x), round(d.y), d.w) for d in s_dets] == [(d.x, d.y, d.w) for d in n_dets]
 
 
 def test_type_ids_are_stable_for_a_fixed_seed(trained, pong_frames):
