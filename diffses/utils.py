@@ -1,4 +1,4 @@
-"""Seeding and device selection shared by every stage."""
+"""Seeding, device selection and the cluster check shared by every stage."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from diffses.errors import UserError
+from gplearn_custom import cluster
 
 
 def seed_everything(seed: int) -> None:
@@ -38,3 +39,14 @@ def resolve_device(name: str) -> str:
                             f"CUDA device(s) here")
         return name
     return name
+
+
+def require_cluster(address: str | None) -> None:
+    """Reach the Dask cluster at ``address`` (if given) and check its workers, so a bad address
+    or worker is a clear error before any work starts."""
+    if address is None:
+        return
+    try:
+        cluster.connect(address).close()
+    except cluster.ClusterError as err:
+        raise UserError(str(err)) from None
