@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,12 +42,16 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def require_cluster(address: str | None) -> None:
-    """Reach the Dask cluster at ``address`` (if given) and check its workers, so a bad address
-    or worker is a clear error before any work starts."""
-    if address is None:
-        return
+def cluster_client(address: str) -> Any:
+    """A client of the Dask cluster at ``address`` whose workers are checked; a bad address or
+    worker is a clear error, before any work starts."""
     try:
-        cluster.connect(address).close()
+        return cluster.connect(address)
     except cluster.ClusterError as err:
         raise UserError(str(err)) from None
+
+
+def require_cluster(address: str | None) -> None:
+    """Check the Dask cluster at ``address``, if one is given (:func:`cluster_client`)."""
+    if address is not None:
+        cluster_client(address).close()

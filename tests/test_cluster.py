@@ -3,18 +3,21 @@ local pool, a SIGKILLed worker's tasks rerun elsewhere, clear errors for bad clu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 from distributed import Client
 
 import objenv
+from diffses.results import ResultsConfig
+from diffses.results import run as results
 from gplearn_custom import forest as fo
 from gplearn_custom.cluster import ClusterError, connect
 from gplearn_custom.ppo import PPOConfig
@@ -54,9 +57,10 @@ def test_a_search_on_the_cluster_gives_the_local_result(cluster):
     assert all(not state for state in ran.values())  # each worker's envs were released
 
 
-def test_a_worker_killed_mid_search_costs_only_its_tasks():
-    local = search(None, generations=4, p_gradient=0.0)
-    with DaskCluster(2) as running, Client(running.address, set_as_default=False) as client:
+def killing_a_busy_worker(running: DaskCluster, work):
+    """``work()`` while the first worker is SIGKILLed as soon as it holds a task; what it
+    gave."""
+    with Client(running.address, set_as_default=False) as client:
         victim = running.workers[0]
         address = next(a for a, pid in client.run(os.getpid).items() if pid == victim.pid)
         killed = threading.Event()
@@ -70,13 +74,45 @@ def test_a_worker_killed_mid_search_costs_only_its_tasks():
 
         watcher = threading.Thread(target=kill_when_busy, daemon=True)
         watcher.start()
-        remote = search(running.address, generations=4, p_gradient=0.0)
+        out = work()
         done = killed.is_set()
         killed.set()
         watcher.join()
-        assert done and victim.poll() is not None  # killed while it held tasks of the search
+        assert done and victim.poll() is not None  # killed while it held a task
         assert len(client.scheduler_info()["workers"]) == 1
+    return out
+
+
+def test_a_worker_killed_mid_search_costs_only_its_tasks():
+    local = search(None, generations=4, p_gradient=0.0)
+    with DaskCluster(2) as running:
+        remote = killing_a_busy_worker(
+            running, lambda: search(running.address, generations=4, p_gradient=0.0))
     assert same(local, remote)
+
+
+def test_the_results_table_on_a_cluster_with_a_killed_worker_is_the_local_table(teacher_run,
+                                                                                tmp_path):
+    cfg = ResultsConfig(teacher=str(teacher_run.path), detectors=("ocatari",), seeds=(0, 1),
+                        eval_episodes=2, eval_max_steps=30, dataset_episodes=1,
+                        population_size=30, generations=2, restarts=1, finetunes=("cmaes",),
+                        finetune_steps=64, finetune_max_steps=20, select_episodes=1,
+                        tune_trials=1, tune_episodes=1, sticky=0.0)
+
+    def table(folder):
+        rows = json.loads((folder / "results.json").read_text())["rows"]
+        return [(r["method"], r["returns"], r["agreement"], r["nodes"], r["env_steps"])
+                for r in rows]
+
+    local = results(replace(cfg, runs_dir=str(tmp_path / "local")))
+    with DaskCluster(2) as running:
+        remote = killing_a_busy_worker(running, lambda: results(replace(
+            cfg, cluster=running.address, runs_dir=str(tmp_path / "cluster"))))
+    assert len(table(local.path)) == 5  # teacher, forest, tree, CMA-ES, Optuna best
+    assert table(remote.path) == table(local.path)
+    steps = json.loads((remote.path / "steps.json").read_text())
+    assert {"teacher", "ocatari/s0/distilled forest (gplearn)",
+            "ocatari/s1/fine-tuned: CMA-ES on constants", "ocatari/tune"} <= set(steps)
 
 
 def test_an_unreachable_address_fails_fast_with_a_clear_error():
@@ -88,14 +124,18 @@ def test_an_unreachable_address_fails_fast_with_a_clear_error():
         connect("no-such-host.invalid:8786", timeout=2)
 
 
-def test_the_cli_refuses_an_unreachable_cluster_before_writing_anything(tmp_path):
-    out = subprocess.run([sys.executable, "symbolic_finetuning.py", "--policy", "sample.json",
-                          "--cluster", "tcp://127.0.0.1:9", "--runs-dir", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("script", ["symbolic_finetuning.py", "results.py",
+                                    "gplearn_optuna.py"])
+def test_the_cli_refuses_an_unreachable_cluster_before_writing_anything(script, tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text("cluster: tcp://127.0.0.1:9\n")
+    out = subprocess.run([sys.executable, script, "--config", str(config), "--runs-dir",
+                          str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("error: cannot reach a Dask scheduler")
     assert "Traceback" not in out.stderr
-    assert not any(tmp_path.iterdir())
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_worker_without_the_project_is_refused(tmp_path):
