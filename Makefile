@@ -116,6 +116,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_teacher.py
 	$(PY) benchmarks/bench_dataset.py
 	$(PY) benchmarks/bench_finetune.py
+	$(PY) benchmarks/bench_cluster.py
 	$(PY) benchmarks/bench_space.py --env ALE/Pong-v5 --config space/configs/atari_pong.yaml
 
 clean:

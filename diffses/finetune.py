@@ -36,7 +36,7 @@ from diffses.play import evaluate_side_by_side, load_policy, play_symbolic, retu
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run, resume_config
 from diffses.teacher import load_teacher
-from diffses.utils import resolve_device, seed_everything
+from diffses.utils import require_cluster, resolve_device, seed_everything
 from gplearn_custom import forest as fo
 from gplearn_custom.cmaes import CMAESConfig, ConstantCMAES
 from gplearn_custom.fitness import KINDS, FitnessSpec
@@ -95,6 +95,9 @@ class FinetuneConfig:
                         help={"function_set": "operators for new nodes (default: the policy's)"})
     evolution: EvolutionParams = part(EvolutionParams())
     n_jobs: int = arg(1, "worker processes for fitness and tuning (-1: every CPU)")
+    cluster: str | None = arg(None, "address of a Dask scheduler (tcp://HOST:8786) whose workers "
+                                    "run the fitness and tuning tasks instead of --n-jobs "
+                                    "(docs/cluster.md)")
     episodes: int = arg(2, "games per reward fitness evaluation")
     max_steps: int | None = arg(2000, "cap on agent steps per game in fitness and training")
     n_timesteps: int = arg(5000, "env steps per constants tuning: the whole --search gradient "
@@ -157,7 +160,7 @@ class FinetuneConfig:
             return GeneticForestSearch(
                 dataclasses.replace(self.gp, function_set=function_set), self.evolution,
                 checkpoint_every=self.checkpoint_freq, random_state=self.seed,
-                n_jobs=self.n_jobs)
+                n_jobs=self.n_jobs, cluster=self.cluster)
         except ValueError as err:
             raise UserError(str(err)) from None
 
@@ -253,12 +256,12 @@ def _jsonable(value: Any) -> Any:
 def resolve_config(cfg: FinetuneConfig
                    ) -> tuple[FinetuneConfig, Run | None, dict[str, str | None]]:
     """The config, the resumed run (or None) and the input references to resolve: for
-    ``--resume``, that run's stored config (with this call's device and progress) and the
-    inputs it resolved; else ``cfg`` and its own references."""
+    ``--resume``, that run's stored config (with this call's device, progress and cluster)
+    and the inputs it resolved; else ``cfg`` and its own references."""
     if cfg.resume is None:
         return cfg, None, {role: getattr(cfg, role) for role in INPUT_ROLES}
     stored, run_ = resume_config(FinetuneConfig, cfg.resume, STAGE, cfg.runs_dir, False,
-                                 device=cfg.device, progress=cfg.progress)
+                                 device=cfg.device, progress=cfg.progress, cluster=cfg.cluster)
     refs = run_.manifest.get(RESOLVED_INPUTS) or {role: getattr(stored, role)
                                                   for role in INPUT_ROLES}
     return stored, run_, refs
@@ -451,6 +454,7 @@ def select(cfg: FinetuneConfig, inputs: Inputs, candidates: list[tuple[str, Fore
 def run(cfg: FinetuneConfig) -> Run:
     """Fine-tune, evaluate before and after, write policy.json; returns the finished run."""
     cfg, resumed, refs = resolve_config(cfg)
+    require_cluster(cfg.cluster)
     inputs = resolve_inputs(cfg, refs, pinned=resumed is not None)
     policy = inputs.policy
     seed_everything(cfg.seed)
@@ -491,7 +495,7 @@ def run(cfg: FinetuneConfig) -> Run:
         if cfg.search == "evolve":
             candidates, summary = evolve(cfg, inputs, run_, fitness, tuner, X)
         else:
-            with WorkerPool(fitness, None, cfg.n_jobs).running() as pool:
+            with WorkerPool(fitness, None, cfg.n_jobs, cfg.cluster).running() as pool:
                 candidates, summary = gradient(cfg, inputs, run_, pool, tune_env, X)
         trees, selection = select(cfg, inputs, candidates)
         summary["selection"] = selection

@@ -9,7 +9,10 @@ split (played as a forest of the same kind), and once per perception searches di
 options with Optuna for return. The imitation-loop routes (``routes``) distil by VIPER's loop:
 a decision tree or a GP forest, margin-weighted records and object relations (or neither),
 rounds of the policy's own games labelled by the teacher, the round kept by return on
-selection games. Every policy plays the same evaluation games, as they are and under sticky
+selection games. With ``cluster`` (a Dask scheduler's address) every step (a dataset, a
+distillation, a row) is a task on that cluster, the seeds and their rows at once; a worker that
+dies costs only its task, which the scheduler reruns, and the finished steps are kept for
+``--resume`` as they come in. Every policy plays the same evaluation games, as they are and under sticky
 actions; rows give mean ± std over all of a row's games, the spread of the per-seed means,
 agreement with the teacher on held-out episodes, nodes in all (a decision tree's splits and
 leaves, or the tokens of all a forest's trees), env steps and wall-clock. Writes results.json
@@ -19,10 +22,12 @@ and results.md into a run folder under ``<runs-dir>/results/``.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import yaml
@@ -39,11 +44,13 @@ from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, jsonable, resolve_run, resume_config
 from diffses.teacher import load_teacher
+from diffses.utils import cluster_client
 from gplearn_custom.params import at_least, require
 
 STAGE = "results"
 #: Each finished step's outcome (dataset path, row), read back by ``--resume``.
 STEPS = "steps.json"
+T = TypeVar("T")
 
 #: Fine-tuning rows by name: (label, FinetuneConfig options beyond the shared ones).
 FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -130,6 +137,10 @@ class ResultsConfig:
                                    "distillations and rows it finished are kept")
     resume_seeds: tuple[int, ...] = arg((), "with --resume: finish the table over these of "
                                             "its seeds only (a table cut short)")
+    cluster: str | None = arg(None, "address of a Dask scheduler (tcp://HOST:8786): every step "
+                                    "runs as a task on its workers, which share the runs "
+                                    "folder (docs/cluster.md)")
+    config: str | None = arg(None, "yaml file of these options (flags on the command line win)")
     runs_dir: str = arg("runs", "root folder of all run folders")
     name: str = arg("results", "run name, part of the run folder's name")
 
@@ -211,15 +222,34 @@ class Row:
 class Table:
     """Collects rows, evaluating each policy on the shared evaluation games. Every step's
     outcome (a dataset, a row) is kept in steps.json as it is done, so a resumed run skips
-    it."""
+    it. With a cluster ``client``, :attr:`collecting` runs the steps as tasks, many at once
+    (:meth:`each`), and adds no rows: a second pass over the finished steps adds them in
+    order."""
 
-    def __init__(self, cfg: ResultsConfig, teacher_run: Run, folder: Path):
+    def __init__(self, cfg: ResultsConfig, teacher_run: Run, folder: Path, client: Any = None):
         self.cfg, self.teacher_run = cfg, teacher_run
         self.seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         self.rows: dict[tuple[str, str], Row] = {}
         self.steps_path = folder / STEPS
         self.steps: dict[str, dict[str, Any]] = (json.loads(self.steps_path.read_text())
                                                  if self.steps_path.is_file() else {})
+        self.client = client
+        self.collecting = False
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a task needs of the table (its steps run on workers): no client, no lock."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("client", "lock")}
+
+    def each(self, fn: Callable[[T], Any], items: Iterable[T]) -> None:
+        """``fn`` on every item: in turn, or all at once while collecting."""
+        items = list(items)
+        if not self.collecting or len(items) < 2:
+            for item in items:
+                fn(item)
+            return
+        with ThreadPoolExecutor(len(items)) as threads:
+            list(threads.map(fn, items))
 
     def play(self, policy: SymbolicPolicy, perception: Perception) -> list[float]:
         return play_symbolic(policy, perception, self.teacher_run, self.seeds,
@@ -232,22 +262,31 @@ class Table:
         return play_symbolic(policy, perception, self.teacher_run, self.seeds,
                              self.cfg.eval_max_steps, self.cfg.sticky)
 
-    def once(self, key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def once(self, key: str, fn: Callable[[], dict[str, Any]], task: bool = True
+             ) -> dict[str, Any]:
         """``fn()``, unless this run (before a kill) already did it: then what it gave (a
-        step whose run folder has since gone is done again)."""
+        step whose run folder has since gone is done again). While collecting, a ``task``
+        runs on the cluster."""
         done = self.steps.get(key, {})
         gone = [p for p in (done.get("path"), done.get("run_path")) if p and not Path(p).exists()]
         if gone:
             print(f"[results] {gone[0]} is gone: step '{key}' is done again")
         if key not in self.steps or gone:
-            self.steps[key] = jsonable(fn())
-            atomic_write_json(self.steps_path, self.steps)
+            remote = self.collecting and task
+            value = jsonable(self.client.submit(fn, pure=False).result() if remote else fn())
+            with self.lock:
+                self.steps[key] = value
+                atomic_write_json(self.steps_path, self.steps)
+            if remote:
+                print(f"[results] done on the cluster: {key}", flush=True)
         return self.steps[key]
 
     def row(self, key: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Measure a row once (``fn`` gives :meth:`add`'s arguments) and add it."""
+        """Measure a row once (``fn`` gives :meth:`add`'s arguments) and add it (not while
+        collecting)."""
         entry = self.once(key, fn)
-        self.add(**entry)
+        if not self.collecting:
+            self.add(**entry)
         return entry
 
     def measure(self, perception: Perception, method: str, policy: SymbolicPolicy,
@@ -350,7 +389,7 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
     """The chosen fine-tunings of the policy at ``start`` (a run folder or policy.json), one
     seed, each a row ``prefix: <method>`` (``data_path``: the dataset in the policy's object
     types, if any)."""
-    for key in cfg.finetunes:
+    def one(key: str) -> None:
         method, options = FINETUNES[key]
         fcfg = finetune.FinetuneConfig(
             policy=start, teacher=str(table.teacher_run.path), detector=detector_ref,
@@ -364,6 +403,7 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
             return table.measure(perception, f"{prefix}: {method}", tuned, split,
                                  int(tuned.metrics.get("env_steps", 0)), ft_s, str(ft_run.path))
         table.row(f"{perception.detector.name}/s{seed}/{prefix}: {method}", measured)
+    table.each(one, cfg.finetunes)
 
 
 def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: str,
@@ -380,7 +420,8 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
     run_.manifest.setdefault("datasets", {})[label] = data_path
     run_.save()
     rounds = f", DAgger {cfg.dagger}" if cfg.dagger else ""
-    for seed in cfg.seeds:
+
+    def seed_rows(seed: int) -> None:
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
                                      population_size=cfg.population_size,
                                      restarts=cfg.restarts, dagger=cfg.dagger,
@@ -427,6 +468,7 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
             if key in cfg.finetune_routes:
                 finetune_rows(cfg, table, perception, detector_ref, route_path,
                               f"{method}, fine-tuned", data_path, route_split, seed)
+    table.each(seed_rows, cfg.seeds)
     if cfg.tune_trials:
         tune_rows(cfg, table, run_, data_path, data, perception)
 
@@ -457,12 +499,12 @@ def tune_rows(cfg: ResultsConfig, table: Table, run_: Run, data_path: str, data:
                                n_trials=cfg.tune_trials,
                                max_population=max(10, cfg.population_size),
                                max_generations=max(2, cfg.generations), seed=cfg.seeds[0],
-                               runs_dir=cfg.runs_dir, name=cfg.name)
+                               cluster=cfg.cluster, runs_dir=cfg.runs_dir, name=cfg.name)
         tune_run, seconds = _timed(lambda: tune.run(tcfg))
         run_.manifest.setdefault("tunes", []).append(str(tune_run.path))
         run_.save()
         return {"path": str(tune_run.path), "seconds": seconds}
-    search = table.once(f"{perception.detector.name}/tune", searched)
+    search = table.once(f"{perception.detector.name}/tune", searched, task=False)
     best = yaml.safe_load((Path(search["path"]) / "best.yaml").read_text())
     best.update(dataset=data_path, seed=cfg.seeds[0], eval_episodes=0, runs_dir=cfg.runs_dir,
                 name=cfg.name)
@@ -501,13 +543,16 @@ def run(cfg: ResultsConfig) -> Run:
     if cfg.resume:
         only = cfg.resume_seeds
         cfg, resumed = resume_config(ResultsConfig, cfg.resume, STAGE, cfg.runs_dir, False,
-                                     **({"seeds": only} if only else {}))
+                                     cluster=cfg.cluster, **({"seeds": only} if only else {}))
         if only:
             stored = tuple(resumed.config.get("seeds", ()))
             if not set(only) <= set(stored):
                 raise UserError(f"--resume-seeds {only}: the run's seeds are {stored}")
             resumed.manifest["resumed_with_seeds"] = list(only)
     cfg = cfg.effective()
+    client = cluster_client(cfg.cluster) if cfg.cluster else None
+    if client is not None:
+        cfg = replace(cfg, runs_dir=str(Path(cfg.runs_dir).resolve()))
     teacher_run = resolve_run(cfg.teacher, "teacher", cfg.runs_dir)
     detectors = [load_detector(ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
                                device="cpu") for ref in cfg.detectors]
@@ -523,7 +568,7 @@ def run(cfg: ResultsConfig) -> Run:
         run_ = resumed
         run_.manifest["status"] = "running"
         run_.save()
-    table = Table(cfg, teacher_run, run_.path)
+    table = Table(cfg, teacher_run, run_.path, client)
     with run_.failing():
         def teacher_row() -> dict[str, Any]:
             model = load_teacher(teacher_run, "cpu")
@@ -536,9 +581,15 @@ def run(cfg: ResultsConfig) -> Run:
                         agreement=1.0, nodes=None, env_steps=int(teacher_run.manifest.get(
                             "summary", {}).get("timesteps", 0)), seconds=seconds,
                         run_path=str(teacher_run.path))
-        table.row("teacher", teacher_row)
-        for ref, detector in zip(cfg.detectors, detectors):
-            perception_rows(cfg, table, run_, ref, detector, starts)
+        try:
+            for collecting in ((True, False) if client is not None else (False,)):
+                table.collecting = collecting
+                table.row("teacher", teacher_row)
+                for ref, detector in zip(cfg.detectors, detectors):
+                    perception_rows(cfg, table, run_, ref, detector, starts)
+        finally:
+            if client is not None:
+                client.close()
         rows = [row.to_dict() for row in table.rows.values()]
         out = {"env_id": teacher_run.env_id, "teacher": str(teacher_run.path),
                "eval_seeds": table.seeds, "config": run_.manifest.get("config"),

@@ -4,7 +4,9 @@ Each trial distils the dataset with suggested gplearn settings and scores the fo
 validation agreement with the teacher (or by its return in the game). Trials report their
 agreement after each block of generations so the median pruner can stop poor ones. The study
 lives in any SQLAlchemy storage (SQLite in the run folder by default; PostgreSQL lets many
-machines share one study); the same storage and study name continue a study. The run folder
+machines share one study); the same storage and study name continue a study. With ``cluster``
+(a Dask scheduler's address) the ``n_workers`` workers are tasks on that cluster's workers,
+which must reach the storage; one whose worker dies is rerun elsewhere. The run folder
 gets ``trials.csv`` and ``best.yaml``, which ``distill_teacher.py --config best.yaml`` takes.
 """
 
@@ -14,6 +16,7 @@ import multiprocessing
 import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -27,6 +30,7 @@ from diffses.distill import DistillConfig, distil, play_metrics, resolve_dataset
 from diffses.errors import UserError
 from diffses.io import atomic_write_text
 from diffses.runs import Run, resolve_run
+from diffses.utils import cluster_client
 
 STAGE = "tune"
 STUDY_DB = "study.db"
@@ -61,6 +65,10 @@ class TuneConfig:
     n_trials: int = arg(20, "trials to add in this call (over all workers)")
     timeout: float | None = arg(None, "stop starting trials after this many seconds")
     n_workers: int = arg(1, "worker processes sharing the storage")
+    cluster: str | None = arg(None, "address of a Dask scheduler (tcp://HOST:8786): the "
+                                    "--n-workers workers run as tasks on its workers, which "
+                                    "must reach --storage (docs/cluster.md)")
+    config: str | None = arg(None, "yaml file of these options (flags on the command line win)")
     max_population: int = arg(2000, "upper bound of the population size searched")
     max_generations: int = arg(40, "upper bound of the generations searched")
     resume: str | None = arg(None, "continue the study of a tune run folder (or 'latest')")
@@ -213,6 +221,7 @@ def run(cfg: TuneConfig) -> Run:
     _base_options(cfg)
     if cfg.storage:
         open_storage(cfg.storage)
+    client = cluster_client(cfg.cluster) if cfg.cluster else None
     data, data_run = resolve_dataset(cfg.dataset, cfg.runs_dir)
     env_id = (data.meta or {}).get("env_id", "unknown")
     if cfg.resume:
@@ -238,7 +247,18 @@ def run(cfg: TuneConfig) -> Run:
         target = len(finished) + cfg.n_trials
         print(f"[tune] study '{cfg.study_name}' at {storage}: {len(finished)} trials so far, "
               f"adding {cfg.n_trials} with {cfg.n_workers} worker(s)")
-        if cfg.n_workers == 1:
+        if client is not None:
+            remote = replace(cfg, dataset=str(Path(data.path).resolve()),
+                             runs_dir=str(Path(cfg.runs_dir).resolve()),
+                             distill_config=cfg.distill_config and str(
+                                 Path(cfg.distill_config).resolve()))
+            try:
+                client.gather(client.map(_optimize, [remote] * cfg.n_workers,
+                                         [storage] * cfg.n_workers, [target] * cfg.n_workers,
+                                         range(cfg.n_workers), pure=False))
+            finally:
+                client.close()
+        elif cfg.n_workers == 1:
             _optimize(cfg, storage, target, 0)
         else:
             ctx = multiprocessing.get_context("spawn")

@@ -1,14 +1,16 @@
-"""Seeding and device selection shared by every stage."""
+"""Seeding, device selection and the cluster check shared by every stage."""
 
 from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 import numpy as np
 import torch
 
 from diffses.errors import UserError
+from gplearn_custom import cluster
 
 
 def seed_everything(seed: int) -> None:
@@ -38,3 +40,18 @@ def resolve_device(name: str) -> str:
                             f"CUDA device(s) here")
         return name
     return name
+
+
+def cluster_client(address: str) -> Any:
+    """A client of the Dask cluster at ``address`` whose workers are checked; a bad address or
+    worker is a clear error, before any work starts."""
+    try:
+        return cluster.connect(address)
+    except cluster.ClusterError as err:
+        raise UserError(str(err)) from None
+
+
+def require_cluster(address: str | None) -> None:
+    """Check the Dask cluster at ``address``, if one is given (:func:`cluster_client`)."""
+    if address is not None:
+        cluster_client(address).close()

@@ -20,7 +20,8 @@ the forest's node count) and one variation each, drawn with these probabilities:
 
 Like gplearn, ``generations`` counts generation 0. All random draws come from one generator
 seeded by ``random_state``; tuning tasks get their own seeds from it, and the fitness plays
-the same seeded games for every forest, so a seed reproduces a run whatever ``n_jobs`` is.
+the same seeded games for every forest, so a seed reproduces a run whatever ``n_jobs`` is, and
+on a Dask ``cluster`` (its scheduler's address) too.
 The state after every generation can be written to a JSON checkpoint (by a writer the caller
 passes in; the pipeline's is atomic) and a run resumed from it gives the same result as an
 uninterrupted one.
@@ -82,8 +83,10 @@ class GeneticForestSearch:
     (``evolution``); ``gp.function_set`` names the operators of new nodes."""
 
     def __init__(self, gp: GPParams = GPParams(), evolution: EvolutionParams = EvolutionParams(),
-                 checkpoint_every: int = 1, random_state: int | None = None, n_jobs: int = 1):
+                 checkpoint_every: int = 1, random_state: int | None = None, n_jobs: int = 1,
+                 cluster: str | None = None):
         self.gp, self.evolution = gp, evolution
+        self.cluster = cluster
         self.function_set = ops.resolve(gp.function_set)
         self.checkpoint_every = checkpoint_every
         self.random_state, self.n_jobs = random_state, n_jobs
@@ -233,7 +236,7 @@ class GeneticForestSearch:
         self.history_: list[dict[str, Any]] = []
         self._env_steps = 0
         start = 0
-        with WorkerPool(fitness, tuner, self.n_jobs).running() as pool:
+        with WorkerPool(fitness, tuner, self.n_jobs, self.cluster).running() as pool:
             if resume and path is not None and path.is_file():
                 population, start = self._load(path, rng)
             else:
