@@ -148,12 +148,13 @@ class DetectConfig:
     #: steps the tracker keeps reporting an object the detector missed, at its predicted
     #: place (see ``diffses.tracking``)
     coast: int = 1
-    #: objects whose z_pres probability is at least this but under ``threshold`` are weak: they
-    #: only continue a track the tracker already holds, never start one (null: none are weak)
-    track_threshold: float | None = None
+    #: objects whose z_pres probability is above this but not above ``threshold`` are weak:
+    #: they only continue a track the tracker already holds, never start one (null, or not
+    #: below ``threshold``: none are weak)
+    track_threshold: float | None = 0.2
     #: round each object's centre to whole native pixels, where the emulator draws sprites:
     #: sub-pixel noise in the centres would become noise in the tracker's velocities
-    snap: bool = False
+    snap: bool = True
 
 
 @dataclass(frozen=True)
@@ -294,9 +295,8 @@ def check_ranges(cfg: SpaceConfig) -> None:
     if not DEVICE.fullmatch(cfg.device):
         raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     weak = cfg.detect.track_threshold
-    if weak is not None and not 0 < weak <= cfg.detect.threshold:
-        raise UserError(f"detect.track_threshold must be in (0, detect.threshold = "
-                        f"{cfg.detect.threshold:g}] or null, got {weak:g}")
+    if weak is not None and not 0 < weak <= 1:
+        raise UserError(f"detect.track_threshold must be in (0, 1] or null, got {weak:g}")
     if cfg.detect.types is not None and cfg.detect.types < 1:
         raise UserError("detect.types must be at least 1 (or null for silhouette)")
     if cfg.eval.split not in ("train", "validation", "test"):

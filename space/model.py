@@ -517,8 +517,9 @@ class SpaceDetector(Detector):
         self.env_kwargs = {"native_frames": True}
         self.coast = cfg.detect.coast
         weak = cfg.detect.track_threshold
-        self.confirm = cfg.detect.threshold if weak is not None else 0.0
-        self.lowest = weak if weak is not None else cfg.detect.threshold
+        banded = weak is not None and weak < cfg.detect.threshold
+        self.confirm = cfg.detect.threshold if banded else 0.0
+        self.lowest = weak if banded else cfg.detect.threshold
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", name: str | None = None,

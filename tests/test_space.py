@@ -193,17 +193,19 @@ def test_detections_lie_inside_the_frame(trained, pong_frames):
 
 def test_weak_and_snapped_detections(trained, pong_frames):
     frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
-    sure = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
-                              overrides={"detect.threshold": 0.6})
-    both = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
-                              overrides={"detect.threshold": 0.6, "detect.track_threshold": 0.0001})
+    def load(**settings: object) -> SpaceDetector:
+        return SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu", overrides={
+            "detect.threshold": 0.6, **{f"detect.{k}": v for k, v in settings.items()}})
+
+    sure = load(track_threshold=None, snap=False)
+    both = load(track_threshold=0.0001, snap=False)
     assert (sure.confirm, both.confirm) == (0.0, 0.6)
     strong, every = sure.detect(frames), both.detect(frames)
     assert sum(map(len, every)) > sum(map(len, strong))
     for s_dets, all_dets in zip(strong, every):
         assert [d for d in all_dets if d.confidence >= 0.6] == s_dets
-    snapped = SpaceDetector.load(trained.path / "checkpoint.pt", device="cpu",
-                                 overrides={"detect.threshold": 0.6, "detect.snap": True})
+    snapped = load(track_threshold=0.7)                       # not below threshold: no band
+    assert snapped.confirm == 0.0
     for s_dets, n_dets in zip(strong, snapped.detect(frames)):
         assert [(round(d.x), round(d.y), d.w) for d in s_dets] == [(d.x, d.y, d.w) for d in n_dets]
 
@@ -346,7 +348,7 @@ def test_resume_continues_a_killed_run(pong_frames, tmp_path):
     (["seed=-1"], "seed must be >= 0"),
     (["detect.max_types=0"], "detect.max_types must be >= 1"),
     (["detect.threshold=1.5"], "detect.threshold must be in [0, 1]"),
-    (["detect.track_threshold=0.7"], "detect.track_threshold must be in (0, detect.threshold"),
+    (["detect.track_threshold=0"], "detect.track_threshold must be in (0, 1] or null"),
     (["detect.type_frames=-1"], "detect.type_frames must be >= 0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     (["name=a/b"], "name must be a non-empty run name without '/'"),
