@@ -159,3 +159,32 @@ def test_a_worker_with_another_version_of_the_project_is_refused(tmp_path):
         running.wait_for(2)
         with pytest.raises(ClusterError, match=r"differs: project \w+ here, \w+ there"):
             connect(running.address)
+
+
+def test_a_results_run_killed_on_the_cluster_resumes_there(teacher_run, cluster, tmp_path):
+    args = [sys.executable, str(ROOT / "results.py"), "--teacher", str(teacher_run.path),
+            "--detectors", "ocatari", "--seeds", "0", "--eval-episodes", "2",
+            "--eval-max-steps", "30", "--dataset-episodes", "1", "--population-size", "30",
+            "--generations", "2", "--restarts", "1", "--finetunes", "cmaes",
+            "--finetune-steps", "64", "--finetune-max-steps", "20", "--select-episodes", "1",
+            "--tune-trials", "0", "--cluster", cluster.address, "--runs-dir", str(tmp_path)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=project_env())
+    deadline, steps = time.monotonic() + 240, {}
+    while not any("distilled forest" in key for key in steps):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+        for path in tmp_path.glob("results/*/steps.json"):
+            steps = json.loads(path.read_text())
+    proc.kill()
+    proc.wait()
+    folder = next(tmp_path.glob("results/*"))
+    done = results(ResultsConfig(resume=str(folder), cluster=cluster.address,
+                                 runs_dir=str(tmp_path)))
+    assert done.path == folder and done.manifest["status"] == "complete"
+    assert len(list(tmp_path.glob("distill/*"))) == len(list(tmp_path.glob("dataset/*"))) == 1
+    rows = {r["method"]: r for r in json.loads((folder / "results.json").read_text())["rows"]}
+    assert "fine-tuned: CMA-ES on constants" in rows
+    assert rows["teacher (pixel PPO)"]["returns"] == steps["teacher"]["returns"]
+    assert rows["distilled forest (gplearn)"]["runs"] == [next(
+        v["run_path"] for k, v in steps.items() if "distilled forest" in k)]
