@@ -71,6 +71,10 @@ class Detector(ABC):
                ) -> list[list[Detection]]:
         """Objects per frame. ``frames``: (B, H, W, 3) uint8 RGB; ``infos``: env infos."""
 
+    def confident(self, detections: Sequence[Detection]) -> list[Detection]:
+        """The detections of one frame that are not weak (at least :attr:`confirm`)."""
+        return [d for d in detections if d.confidence >= self.confirm]
+
 
 def names_types_alike(layout_types: dict[int, str], names: dict[int, str]) -> bool:
     """Whether ``names`` (type id -> name) names every type of a layout as the layout does."""

@@ -108,5 +108,5 @@ class RepairedDetector(Detector):
         truth = self.truth.detect(frames, infos)
         learned = self.learned.detect(frames, infos)
         for ld, td in zip(learned, truth):
-            self._count([d for d in ld if d.confidence >= self.learned.confirm], td)
+            self._count(self.learned.confident(ld), td)
         return [repair(ld, td, self.step, self.gate) for ld, td in zip(learned, truth)]

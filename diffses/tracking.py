@@ -94,7 +94,8 @@ class Tracker:
         sure = [d for d in dets if d.confidence >= self.confirm]
         weak = [d for d in dets if d.confidence < self.confirm]
         pairs = [(r, sure[c]) for r, c in self._pairs(tracks, sure)]
-        free = [r for r in range(len(tracks)) if r not in {r for r, _ in pairs}]
+        taken = {r for r, _ in pairs}
+        free = [r for r in range(len(tracks)) if r not in taken]
         pairs += [(free[r], weak[c]) for r, c in self._pairs([tracks[r] for r in free], weak)]
         out = []
         for r, d in pairs:

@@ -114,8 +114,7 @@ def evaluate_task(task: Task) -> dict[str, Any]:
     frames = load_frames(frames_run.path, records)
     detector.detect(frames[:cfg.detect.batch_size])
     t0 = time.perf_counter()
-    preds = [[d for d in found if d.confidence >= detector.confirm]
-             for found in detector.detect(frames)]
+    preds = [detector.confident(found) for found in detector.detect(frames)]
     seconds = time.perf_counter() - t0
     scores = evaluate(preds, truths, class_names, cfg.eval.gate)
     result = {

@@ -24,6 +24,7 @@ from gplearn_custom.ppo import PPOConfig
 from gplearn_custom.tuning import ConstantTuner
 from localcluster import ROOT, DaskCluster, project_env
 from test_gplearn_custom import REWARD, evolution
+from test_results import killed_after_its_distillation
 
 TUNER = ConstantTuner(objenv.make_env, ppo=PPOConfig(n_timesteps=200, n_envs=2, n_steps=50,
                                                      batch_size=100))
@@ -162,22 +163,8 @@ def test_a_worker_with_another_version_of_the_project_is_refused(tmp_path):
 
 
 def test_a_results_run_killed_on_the_cluster_resumes_there(teacher_run, cluster, tmp_path):
-    args = [sys.executable, str(ROOT / "results.py"), "--teacher", str(teacher_run.path),
-            "--detectors", "ocatari", "--seeds", "0", "--eval-episodes", "2",
-            "--eval-max-steps", "30", "--dataset-episodes", "1", "--population-size", "30",
-            "--generations", "2", "--restarts", "1", "--finetunes", "cmaes",
-            "--finetune-steps", "64", "--finetune-max-steps", "20", "--select-episodes", "1",
-            "--tune-trials", "0", "--cluster", cluster.address, "--runs-dir", str(tmp_path)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=project_env())
-    deadline, steps = time.monotonic() + 240, {}
-    while not any("distilled forest" in key for key in steps):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.1)
-        for path in tmp_path.glob("results/*/steps.json"):
-            steps = json.loads(path.read_text())
-    proc.kill()
-    proc.wait()
+    steps = killed_after_its_distillation(teacher_run.path, tmp_path, "--cluster",
+                                          cluster.address, env=project_env())
     folder = next(tmp_path.glob("results/*"))
     done = results(ResultsConfig(resume=str(folder), cluster=cluster.address,
                                  runs_dir=str(tmp_path)))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,22 +140,31 @@ def test_dagger_rows_refit_the_forest_and_the_tree_on_their_own_games(short_game
             assert row["env_steps"] > records
 
 
-def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tmp_path):
-    args = [sys.executable, str(ROOT / "results.py"), "--teacher", str(teacher_run.path),
+def killed_after_its_distillation(teacher: Path, runs_dir: Path, *extra: str,
+                                  env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start a small one-seed ``results.py`` run, SIGKILL it once its distilled forest is in
+    steps.json and return those steps."""
+    args = [sys.executable, str(ROOT / "results.py"), "--teacher", str(teacher),
             "--detectors", "ocatari", "--seeds", "0", "--eval-episodes", "2",
             "--eval-max-steps", "30", "--dataset-episodes", "1", "--population-size", "30",
             "--generations", "2", "--restarts", "1", "--finetunes", "cmaes",
             "--finetune-steps", "64", "--finetune-max-steps", "20", "--select-episodes", "1",
-            "--tune-trials", "0", "--runs-dir", str(tmp_path)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            "--tune-trials", "0", "--runs-dir", str(runs_dir), *extra]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)
     deadline, steps = time.monotonic() + 240, {}
     while not any("distilled forest" in key for key in steps):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.1)
-        for path in tmp_path.glob("results/*/steps.json"):
+        for path in runs_dir.glob("results/*/steps.json"):
             steps = json.loads(path.read_text())
     proc.kill()
     proc.wait()
+    return steps
+
+
+def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tmp_path):
+    steps = killed_after_its_distillation(teacher_run.path, tmp_path)
     folder = next(tmp_path.glob("results/*"))
     with pytest.raises(UserError, match=r"the run's seeds are \(0,\)"):
         run(ResultsConfig(resume=str(folder), resume_seeds=(7,), runs_dir=str(tmp_path)))
