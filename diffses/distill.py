@@ -79,12 +79,18 @@ class DistillConfig:
                              "of at most --leaves leaves, played as nested ite formulas: the "
                              "VIPER baseline)", choices=LEARNERS)
     leaves: int = arg(8, "tree learner: most leaves (nodes = 2 leaves - 1)")
+    fire_leaves: int = arg(4, "tree learner with --actions meaning: most leaves of the FIRE "
+                              "tree, within --leaves (the smallest of 1, 2, 4, ... within 0.01 "
+                              "of the best held-out firing agreement is kept)")
     mode: str = arg("auto", "classifier (one-vs-rest on actions), regressor (on the teacher's "
                             "logits, needs teacher_probs) or auto", choices=MODES)
-    actions: str = arg("each", "gp learner: each (one tree per action) or meaning (where the "
-                               "action meanings factor into a move and FIRE: one tree per move "
-                               "and one for FIRE, an action's formula their sum; classifier "
-                               "mode)", choices=ACTIONS)
+    actions: str = arg("each", "each (one tree per action) or meaning (where the action "
+                               "meanings factor into a move and FIRE: the teacher's choice is "
+                               "read as its most probable move and whether it fires, margin "
+                               "weights from the moves' summed probabilities; the gp learner "
+                               "fits one tree per move and one for FIRE, the tree learner a move "
+                               "tree and a FIRE tree within --leaves; classifier mode)",
+                       choices=ACTIONS)
     relations: bool = arg(False, "offer object relations: for every pair of single-object "
                                  "types their differences in x and y, also with either led by "
                                  "2, 4 and 8 steps of its velocity", negative="--no-relations")
@@ -148,6 +154,7 @@ class DistillConfig:
             at_least(self.dagger_max_steps, 1, "--dagger-max-steps"),
             at_least(self.dagger_restarts, 1, "--dagger-restarts"),
             at_least(self.leaves, 2, "--leaves"),
+            at_least(self.fire_leaves, 1, "--fire-leaves"),
             at_least(self.sample_records, 10, "--sample-records"),
             (0 <= self.prune_tolerance < 1, "prune_tolerance must be in [0, 1)"),
             at_least(self.max_slots, 1, "--max-slots"),
@@ -206,12 +213,33 @@ def margins(probs: np.ndarray) -> np.ndarray:
     return np.maximum(top2[:, 1] - top2[:, 0], 1e-3)
 
 
+def by_meaning(probs: np.ndarray, factors: tuple[list[str], np.ndarray, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, A) action probabilities -> the teacher's choice read by meaning: (N,) the action of
+    its most probable move (probabilities summed over the move's synonyms), firing where
+    firing holds most of that move's probability (else the move's most probable action), and
+    (N, M) the moves' summed probabilities."""
+    moves, move_of, fires = factors
+    onehot = np.eye(len(moves))[move_of]
+    move_probs = probs @ onehot
+    move = move_probs.argmax(axis=1)
+    fire_share = (probs * fires) @ onehot
+    fire = fire_share[np.arange(len(move)), move] * 2 > move_probs[np.arange(len(move)), move]
+    exact = (move_of[None, :] == move[:, None]) & (fires[None, :] == fire[:, None])
+    within = np.where(move_of[None, :] == move[:, None], probs, -1.0)
+    actions = np.where(exact.any(axis=1), exact.argmax(axis=1), within.argmax(axis=1))
+    return actions.astype(np.int64), move_probs
+
+
 def split_episodes(data: Dataset | DatasetArrays, layout: FeatureLayout, fraction: float,
-                   seed: int, weights: str = "none") -> Split:
+                   seed: int, weights: str = "none",
+                   factors: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> Split:
     """Hold out a seeded share of episodes (or the last share of steps, for one episode). In
     a DAgger dataset only the teacher's own episodes (meta ``teacher_episodes``) are held out,
     the same ones as in the dataset it grew from; the student's games are all for training.
-    ``weights``: ``margin`` weighs each training record by :func:`margins`."""
+    ``weights``: ``margin`` weighs each training record by :func:`margins`. ``factors``
+    (:func:`action_factors`): the teacher's actions are read by meaning (:func:`by_meaning`)
+    where its probabilities are known, and margins are taken over the moves."""
     data = DatasetArrays.of(data)
     episodes = data.episodes
     pool = np.unique(episodes)
@@ -231,14 +259,17 @@ def split_episodes(data: Dataset | DatasetArrays, layout: FeatureLayout, fractio
     X = data.features(layout)
     actions = data.actions
     logits = None
+    margin_probs = data.probs
     if data.probs is not None:
         logp = np.log(np.clip(data.probs, 1e-6, 1.0))
         logits = logp - logp.mean(axis=1, keepdims=True)
+        if factors is not None:
+            actions, margin_probs = by_meaning(data.probs, factors)
     w = None
     if weights == "margin":
         if data.probs is None:
             raise UserError(f"{data.path}: --weights margin needs teacher_probs in every record")
-        w = margins(data.probs)[~val]
+        w = margins(margin_probs)[~val]
     return Split(X[~val], X[val], actions[~val], actions[val],
                  None if logits is None else logits[~val], w)
 
@@ -407,7 +438,7 @@ def distil(cfg: DistillConfig, data: Dataset | DatasetArrays,
     split = split.drawn(cfg.sample_records, cfg.seed)
     n_actions = data.n_actions
     meanings = (data.meta or {}).get("action_meanings") or [str(a) for a in range(n_actions)]
-    factors = action_factors(meanings) if cfg.actions == "meaning" else None
+    factors = _factors(cfg, data)
     mode = "classifier" if factors else resolve_mode(cfg.mode, split)
     env_id = (data.meta or {}).get("env_id", "unknown")
     best: tuple[float, list[list[dict]], int] | None = None
@@ -467,7 +498,17 @@ def _layout_split(cfg: DistillConfig, data: DatasetArrays) -> tuple[FeatureLayou
     layout = data.layout(cfg.max_slots, cfg.leads)
     if layout.size == 0:
         raise UserError(f"{data.path}: no objects in any record; nothing to distil from")
-    return layout, split_episodes(data, layout, cfg.validation_fraction, cfg.seed, cfg.weights)
+    return layout, split_episodes(data, layout, cfg.validation_fraction, cfg.seed, cfg.weights,
+                                  _factors(cfg, data))
+
+
+def _factors(cfg: DistillConfig, data: DatasetArrays
+             ) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """The dataset's action factors when ``cfg`` reads actions by meaning and they factor."""
+    if cfg.actions != "meaning":
+        return None
+    meanings = (data.meta or {}).get("action_meanings") or [str(a) for a in range(data.n_actions)]
+    return action_factors(meanings)
 
 
 def fit_tree(cfg: DistillConfig, data: Dataset | DatasetArrays
@@ -480,9 +521,12 @@ def fit_tree(cfg: DistillConfig, data: Dataset | DatasetArrays
     layout, split = _layout_split(cfg, data)
     meta = data.meta or {}
     meanings = meta.get("action_meanings") or [str(a) for a in range(data.n_actions)]
+    factors = _factors(cfg, data)
     base = SymbolicPolicy([NEVER] * data.n_actions, layout, meanings,
-                          meta.get("env_id", "unknown"), ["ite", "sub"])
-    policy, nodes = decision_tree_policy(base, split, cfg.seed, cfg.leaves)
+                          meta.get("env_id", "unknown"), ["ite", "sub", "add"][:3 if factors else 2])
+    policy, nodes = (factored_tree(base, split, factors, cfg.seed, cfg.leaves, cfg.fire_leaves)
+                     if factors else
+                     decision_tree_policy(base, split, cfg.seed, cfg.leaves))
     policy.metrics = {"rules": policy.metrics["rules"],
         "mode": "tree", "validation_agreement": _agreement(policy, split.X_val, split.a_val),
         "train_agreement": _agreement(policy, split.X_train, split.a_train),
@@ -533,6 +577,47 @@ def decision_tree_policy(policy: SymbolicPolicy, split: Split, seed: int,
     tree = policy.with_trees(tree_forest(model, policy.n_actions))
     tree.metrics = {"rules": tree_rules(model, policy.layout.names, policy.action_meanings)}
     return tree, int(model.tree_.node_count)
+
+
+def factored_tree(policy: SymbolicPolicy, split: Split,
+                  factors: tuple[list[str], np.ndarray, np.ndarray], seed: int, leaves: int,
+                  fire_leaves: int) -> tuple[SymbolicPolicy, int]:
+    """A move tree and a FIRE tree with ``leaves`` leaves between them, fitted on the split's
+    training records (with their weights) read as moves and as firing. The FIRE tree is the
+    smallest of 1, 2, 4, ... leaves (at most ``fire_leaves``, and half of ``leaves``) within
+    0.01 of the best held-out firing agreement; the move tree gets the rest. An action's formula is its move's
+    score plus its firing's; returns the policy of ``policy``'s layout and the nodes of both."""
+    from sklearn.tree import DecisionTreeClassifier
+    moves, move_of, fires = factors
+    fire_train, fire_val = fires[split.a_train], fires[split.a_val]
+    w = np.ones(len(fire_train)) if split.w_train is None else split.w_train
+    p = float(np.clip((w * fire_train).sum() / w.sum(), 1e-6, 1 - 1e-6))
+    fitted: list[tuple[float, Any]] = [(float((fire_val == (p > 0.5)).mean()), None)]
+    for k in (2 ** i for i in range(1, 32) if 2 ** i <= min(fire_leaves, leaves // 2)):
+        model = DecisionTreeClassifier(max_leaf_nodes=k, random_state=seed).fit(
+            split.X_train, fire_train, sample_weight=split.w_train)
+        fitted.append((float((model.predict(split.X_val) == fire_val).mean()), model))
+    best = max(agree for agree, _ in fitted)
+    fire_model = next(model for agree, model in fitted if agree >= best - 0.01)
+    fire_leaves = 1 if fire_model is None else fire_model.get_n_leaves()
+    move_model = DecisionTreeClassifier(max_leaf_nodes=max(2, leaves - fire_leaves),
+                                        random_state=seed).fit(
+        split.X_train, move_of[split.a_train], sample_weight=split.w_train)
+    move_trees = tree_forest(move_model, len(moves))
+    if fire_model is None:
+        fire_trees = [[{"c": float(np.log(1 - p))}], [{"c": float(np.log(p))}]]
+        fire_rules = [f"  {'FIRE' if p > 0.5 else 'no FIRE'}"]
+    else:
+        fire_trees = tree_forest(fire_model, 2)
+        fire_rules = ["  " + r for r in tree_rules(fire_model, policy.layout.names,
+                                                    ["no FIRE", "FIRE"])]
+    tree = policy.with_trees([[{"f": "add"}, *move_trees[m], *fire_trees[int(f)]]
+                              for m, f in zip(move_of, fires)])
+    names = policy.layout.names
+    tree.metrics = {"rules": ["move:", *["  " + r for r in tree_rules(move_model, names, moves)],
+                              "fire:", *fire_rules]}
+    fire_nodes = 1 if fire_model is None else int(fire_model.tree_.node_count)
+    return tree, int(move_model.tree_.node_count) + fire_nodes
 
 
 def tree_rules(model: Any, names: list[str], meanings: list[str]) -> list[str]:

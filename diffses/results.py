@@ -66,6 +66,8 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
 ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "tree": ("VIPER loop: decision tree, margin weights, relations",
              dict(learner="tree", weights="margin", relations=True)),
+    "tree-meaning": ("VIPER loop: decision tree by action meaning, margin weights, relations",
+                     dict(learner="tree", weights="margin", relations=True, actions="meaning")),
     "gp": ("VIPER loop: GP forest by action meaning, margin weights, relations",
            dict(learner="gp", weights="margin", relations=True, actions="meaning")),
     "tree-plain": ("DAgger loop: decision tree, no weights, no relations",

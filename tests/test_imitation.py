@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffses.distill import DistillConfig, Split, action_factors, distil, fit_policy, margins
+from diffses.distill import (DistillConfig, Split, action_factors, by_meaning, distil, fit_policy,
+                             margins)
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.play import sticky_kwargs
@@ -129,6 +130,65 @@ def test_forest_by_action_meaning_reads_synonyms_as_one_move():
     X = policy.layout.matrix([r["state"] for r in records])
     moves = policy.act(X) % 2
     assert (moves == np.array([r["teacher_action"] for r in records]) % 2).mean() >= 0.95
+
+
+def test_reading_by_meaning_sums_the_probabilities_of_synonyms():
+    factors = action_factors(["UP", "DOWN", "UPFIRE", "DOWNFIRE"])
+    probs = np.array([[0.3, 0.4, 0.3, 0.0],       # UP is likelier than DOWN, split over two
+                      [0.1, 0.2, 0.5, 0.2],       # UP by UPFIRE
+                      [0.0, 0.45, 0.1, 0.45]])    # DOWN, firing or not alike
+    actions, move_probs = by_meaning(probs, factors)
+    assert actions.tolist() == [0, 2, 1]
+    np.testing.assert_allclose(move_probs, [[0.6, 0.4], [0.6, 0.4], [0.1, 0.9]])
+    np.testing.assert_allclose(margins(move_probs), [0.2, 0.2, 0.8])
+    np.testing.assert_allclose(margins(probs)[[0, 2]], [0.1, 1e-3])
+
+
+def synonym_dataset(n: int = 1200, seed: int = 0) -> Dataset:
+    """The teacher of :func:`confusing_dataset`, sure where the ball is near, but with its
+    certainty split evenly between a move and the same move firing; elsewhere it follows the
+    player's speed, unsure, mostly by one action."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        py, by = (int(v) for v in rng.integers(20, 190, size=2))
+        vy = float(rng.normal(0, 2))
+        sure = i % 4 == 0
+        move = int(by >= py) if sure else int(vy <= 0)
+        if sure:
+            probs = [0.0] * 4
+            probs[move] = probs[move + 2] = 0.49
+            probs[1 - move] = probs[3 - move] = 0.01
+        else:
+            probs = [0.14] * 4
+            probs[move], probs[1 - move] = 0.36, 0.22
+        records.append({"state": [
+            {"type": 0, "x_velocity": 0.0, "y_velocity": vy, "x_position": 140, "y_position": py},
+            {"type": 1, "x_velocity": 0.0, "y_velocity": 0.0, "x_position": 80, "y_position": by}],
+            "teacher_action": int(np.argmax(probs)) if not sure else move + 2 * (i % 8 == 0),
+            "episode": i // 100, "teacher_probs": probs})
+    return Dataset(Path("synonyms.json"), records, dict(
+        META, n_actions=4, action_meanings=["UP", "DOWN", "UPFIRE", "DOWNFIRE"]))
+
+
+def test_tree_by_action_meaning_finds_the_rule_synonyms_hide_from_margins():
+    data, held = synonym_dataset(), synonym_dataset(seed=1)
+    sure = [r for r in held.records if max(r["teacher_probs"]) > 0.4]
+    truth = np.array([int(np.argmax(r["teacher_probs"])) % 2 for r in sure])
+    found = {}
+    for actions in ("each", "meaning"):
+        policy, metrics = fit_policy(DistillConfig(learner="tree", leaves=3, weights="margin",
+                                                   actions=actions, relations=True,
+                                                   runs_dir="unused"), data)
+        X = policy.layout.matrix([r["state"] for r in sure])
+        found[actions] = (policy.act(X) % 2 == truth).mean()
+        if actions == "meaning":
+            assert metrics["nodes"] == 4 and "fire:" in metrics["rules"]   # 2 move leaves
+            namespace: dict = {}
+            exec(policy.to_python(), namespace)
+            assert all(namespace["policy_objects"](r["state"]) == a
+                       for r, a in zip(sure[:50], policy.act(X[:50])))
+    assert found["meaning"] >= 0.95 > found["each"] + 0.2, found
 
 
 def test_sticky_actions_are_for_atari_games_only():
