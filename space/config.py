@@ -155,6 +155,29 @@ class DetectConfig:
     #: round each object's centre to whole native pixels, where the emulator draws sprites:
     #: sub-pixel noise in the centres would become noise in the tracker's velocities
     snap: bool = True
+    #: detect through the checkpoint's fast student (``--task fast``) when it holds one
+    fast: bool = True
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    """``--task fast``: a small convolutional student trained to give, per grid cell, the
+    presence probability, box and type the SPACE model gives there (see ``space/fast.py``)."""
+
+    #: channels of the first layer (stride 4, or 2 for a 2-pixel cell)
+    channels: int = 16
+    #: channels of the stride-2 layers down to the cell size and of the layers after them
+    feat_channels: int = 32
+    #: 3x3 convolutions at cell resolution before the output layer
+    feat_layers: int = 1
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-3
+    #: training frames the student learns from (0: all)
+    frames: int = 0
+    #: largest std of Gaussian noise (native pixel values) added to the student's inputs,
+    #: the targets staying those of the clean frame (0: none)
+    noise: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,7 @@ class SpaceConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    fast: FastConfig = field(default_factory=FastConfig)
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -208,6 +232,8 @@ INT_AT_LEAST = {
     "train.augment_shift": 0,
     "detect.batch_size": 1, "detect.max_types": 1, "detect.type_frames": 0,
     "detect.coast": 0,
+    "fast.channels": 1, "fast.feat_channels": 1, "fast.feat_layers": 0, "fast.steps": 1,
+    "fast.batch_size": 1, "fast.frames": 0,
     "eval.max_frames": 0, "eval.grid_frames": 1,
 }
 #: integer lists whose every entry must be at least this
@@ -227,10 +253,12 @@ FLOAT_RANGE: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.grad_clip": (0, None, True, False), "train.augment": (0, 1, True, True),
     "train.augment_noise": (0, None, True, False),
     "detect.threshold": (0, 1, True, True), "eval.gate": (0, None, False, False),
+    "fast.lr": (0, None, False, False), "fast.noise": (0, None, True, False),
 }
 #: what 0 means, where it is allowed and means something special
 ZERO_MEANS = {"num_threads": "torch's default", "train.grad_clip": "no clipping",
-              "detect.type_frames": "all training frames", "eval.max_frames": "all of the split"}
+              "detect.type_frames": "all training frames", "eval.max_frames": "all of the split",
+              "fast.frames": "all training frames"}
 
 
 def _value(cfg: Any, key: str) -> Any:

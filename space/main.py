@@ -5,6 +5,7 @@
         train.max_steps=2000 device=cuda:0
     python space/main.py --task train --checkpoint RUN resume=true      # continue a stopped run
     python space/main.py --task eval --checkpoint RUN --frames RUN eval.split=validation
+    python space/main.py --task fast --checkpoint RUN        # a small, fast student of RUN
 
 Trailing ``key=value`` items override the config (dotted keys, values read as yaml; the
 original SPACE's ``key value`` pairs are read too). With
@@ -30,7 +31,8 @@ def parse(argv: list[str] | None = None) -> Task:
     parser = argparse.ArgumentParser(prog="space/main.py", description=__doc__,
                                      epilog="docs: docs/space.md",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=("train", "eval"), required=True)
+    parser.add_argument("--task", choices=("train", "eval", "fast"), required=True,
+                        help="train SPACE, score it, or train its fast student")
     parser.add_argument("--config", help="yaml config (space/configs/*.yaml); for eval only "
                                          "its detect and eval sections are used")
     parser.add_argument("--frames", help="save_frames run folder, or 'latest'")
@@ -52,10 +54,13 @@ def parse(argv: list[str] | None = None) -> Task:
 
 
 def dispatch(task: Task) -> None:
-    """Train or evaluate."""
+    """Train, evaluate or train the fast student."""
     if task.task == "train":
         from space.train import train
         train(task)
+    elif task.task == "fast":
+        from space.fast import fast_task
+        fast_task(task)
     else:
         from space.eval_run import evaluate_task
         evaluate_task(task)

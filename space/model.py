@@ -396,12 +396,33 @@ class Space(nn.Module):
         centre = centre.gather(1, order[..., None].expand(-1, -1, 2))     # (B, K, 2)
         size = size.gather(1, order[..., None].expand(-1, -1, 2))         # (B, K, 2)
         keep = prob > threshold                                           # (B, K)
-        z_what = self.fg.encode_what(self.fg.glimpses(x, centre, size)[keep])[0]  # (M, D)
-        prob, centre, size = prob[keep], centre[keep], size[keep]         # (M,), (M, 2) x2
-        if alpha_boxes and len(prob):
-            centre, size = self._alpha_boxes(z_what, centre, size)
+        centre, size, z_what = self._objects(x, centre, size, keep, alpha_boxes)
         counts = keep.sum(1).tolist()
-        return list(zip(*(t.split(counts) for t in (prob, centre, size, z_what))))
+        return list(zip(*(t.split(counts) for t in (prob[keep], centre, size, z_what))))
+
+    @torch.no_grad()
+    def cell_objects(self, x: torch.Tensor, threshold: float, alpha_boxes: bool = True
+                     ) -> dict[str, torch.Tensor]:
+        """Every cell of images ``x`` (B, 3, H, W): ``prob`` (B, N), ``keep`` (B, N) where it
+        exceeds ``threshold``, and the kept cells' ``centre``, ``size`` (M, 2) and ``z_what``
+        (M, D) in the order of ``keep`` (as :meth:`infer` gives them)."""
+        p = self.fg.cells(x)
+        prob = torch.sigmoid(p["pres_logit"])                             # (B, N)
+        centre, size = self.fg.boxes(p["scale_mu"], p["shift_mu"])        # (B, N, 2) each
+        keep = prob > threshold
+        centre, size, z_what = self._objects(x, centre, size, keep, alpha_boxes)
+        return {"prob": prob, "keep": keep, "centre": centre, "size": size, "z_what": z_what}
+
+    def _objects(self, x: torch.Tensor, centre: torch.Tensor, size: torch.Tensor,
+                 keep: torch.Tensor, alpha_boxes: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Centre, size (M, 2) and z_what (M, D) of the ``keep`` (B, K) boxes of ``centre`` and
+        ``size`` (B, K, 2)."""
+        z_what = self.fg.encode_what(self.fg.glimpses(x, centre, size)[keep])[0]  # (M, D)
+        centre, size = centre[keep], size[keep]                           # (M, 2) each
+        if alpha_boxes and len(centre):
+            centre, size = self._alpha_boxes(z_what, centre, size)
+        return centre, size, z_what
 
     def _alpha_boxes(self, z_what: torch.Tensor, centre: torch.Tensor, size: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -508,8 +529,12 @@ class SpaceDetector(Detector):
     """A trained SPACE model as a :class:`Detector` on native RGB frames."""
 
     def __init__(self, model: Space, cfg: SpaceConfig, types: TypeModel | None,
-                 device: str = "cpu", name: str = "space", env_id: str | None = None):
+                 device: str = "cpu", name: str = "space", env_id: str | None = None,
+                 fast: nn.Module | None = None):
         self.model = model.to(device).eval()
+        #: the fast student (``space/fast.py``) detection runs through, when there is one and
+        #: ``detect.fast`` is on
+        self.fast = fast.to(device).eval() if fast is not None and cfg.detect.fast else None
         self.cfg, self.types, self.device, self.name = cfg, types, device, name
         self.env_id = env_id
         k = len(types.centroids) if types is not None else 1
@@ -540,7 +565,11 @@ class SpaceDetector(Detector):
         model = build_model(cfg)
         model.load_state_dict(payload["model"])
         types = TypeModel.from_state(payload["types"]) if payload.get("types") else None
-        detector = cls(model, cfg, types, device, name, payload.get("env_id"))
+        fast = None
+        if payload.get("fast") and cfg.detect.fast:
+            from space.fast import load_fast
+            fast = load_fast(payload["fast"], cfg, model)
+        detector = cls(model, cfg, types, device, name, payload.get("env_id"), fast)
         detector.classes = {int(t): str(c) for t, c in
                             (payload.get("type_classes") or {}).items()}
         return detector
@@ -548,19 +577,21 @@ class SpaceDetector(Detector):
     def raw(self, frames: np.ndarray, threshold: float | None = None
             ) -> list[dict[str, np.ndarray]]:
         """Per frame: ``prob`` (M,), ``centre`` and ``size`` (M, 2) in native pixels and
-        ``z_what`` (M, D) of the objects above ``threshold`` (default ``detect.threshold``)."""
+        ``z_what`` (M, D) of the objects above ``threshold`` (default ``detect.threshold``);
+        through the fast student, ``type`` (M,) instead of ``z_what``."""
         threshold = self.cfg.detect.threshold if threshold is None else threshold
         out = []
         shape = frames.shape[1:]
         for start in range(0, len(frames), self.cfg.detect.batch_size):
             chunk = frames[start:start + self.cfg.detect.batch_size]
             x = torch.from_numpy(preprocess(chunk, self.cfg.data)).to(self.device).float() / 255
-            for prob, centre, size, z_what in self.model.infer(x, threshold,
-                                                               self.cfg.detect.alpha_boxes):
+            found = (self.fast.infer(x, threshold) if self.fast is not None else
+                     self.model.infer(x, threshold, self.cfg.detect.alpha_boxes))
+            for prob, centre, size, last in found:
                 c, s = to_native(centre.cpu().double().numpy(), size.cpu().double().numpy(),
                                  self.cfg.data, shape)
                 out.append({"prob": prob.cpu().numpy(), "centre": c, "size": s,
-                            "z_what": z_what.cpu().numpy()})
+                            "type" if self.fast is not None else "z_what": last.cpu().numpy()})
         return out
 
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
@@ -570,12 +601,15 @@ class SpaceDetector(Detector):
                              f"{frames.dtype}")
         result = []
         for obj in self.raw(frames, self.lowest):
-            types = (self.types.predict(obj["z_what"].astype(np.float64)) if self.types
-                     is not None else np.zeros(len(obj["prob"]), np.int64))
+            n = len(obj["prob"])
+            z_what = obj.get("z_what", [None] * n)
+            types = (obj["type"] if "type" in obj else
+                     self.types.predict(obj["z_what"].astype(np.float64)) if self.types
+                     is not None else np.zeros(n, np.int64))
             if self.cfg.detect.snap:
                 obj["centre"] = np.round(obj["centre"])
             result.append([Detection(x=float(c[0]), y=float(c[1]), w=float(s[0]), h=float(s[1]),
                                      type=int(t), confidence=float(p), z_what=z)
                            for p, c, s, z, t in zip(obj["prob"], obj["centre"], obj["size"],
-                                                    obj["z_what"], types)])
+                                                    z_what, types)])
         return result

@@ -350,6 +350,8 @@ def test_resume_continues_a_killed_run(pong_frames, tmp_path):
     (["detect.threshold=1.5"], "detect.threshold must be in [0, 1]"),
     (["detect.track_threshold=0"], "detect.track_threshold must be in (0, 1] or null"),
     (["detect.type_frames=-1"], "detect.type_frames must be >= 0"),
+    (["fast.lr=0"], "fast.lr must be > 0"),
+    (["fast.feat_layers=-1"], "fast.feat_layers must be >= 0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     (["name=a/b"], "name must be a non-empty run name without '/'"),
     (["resume=maybe"], "config key 'resume' needs True or False"),
@@ -504,3 +506,40 @@ def test_eval_names_the_types_so_an_ocatari_policy_plays_through_the_detector(
     player, _, detector = load_player(str(path), str(tmp_path), str(teacher_run.path), str(ckpt))
     assert detector.type_names == seen.type_names
     assert len(play_symbolic(player, Perception(detector), teacher_run, [0], 20)) == 1
+
+
+def test_fast_student_finds_what_space_finds_where_space_finds_it(pong_frames, tmp_path, capsys):
+    """The fast student of the shipped Pong detector, trained briefly on the frames run, is
+    what its checkpoint detects through (``detect.fast=false``: SPACE itself); on the frames
+    it learnt from it finds SPACE's confident objects, of the same class, within 2 pixels."""
+    shipped = str(ROOT / "pretrained" / "space_pong.pt")
+    runs = tmp_path / "runs"
+    assert space_main(["--task", "fast", "--checkpoint", shipped, "--frames",
+                       str(pong_frames.path), "--runs-dir", str(runs), "num_threads=1",
+                       "fast.steps=600", "fast.lr=0.01"]) == 0
+    run_dir = next((runs / "space").iterdir())
+    assert "_fast__" in run_dir.name and (run_dir / "tb").is_dir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["summary"]["fast"]["steps"] == 600
+    payload = read_checkpoint(run_dir / "checkpoint.pt")
+    assert payload["type_classes"] == read_checkpoint(shipped)["type_classes"]
+    fast = load_detector(str(run_dir / "checkpoint.pt"), device="cpu")
+    space = load_detector(str(run_dir / "checkpoint.pt"), device="cpu",
+                          overrides={"detect.fast": False})
+    assert fast.fast is not None and space.fast is None
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "train"))
+    found = total = 0
+    for mine, theirs in zip(fast.detect(frames), space.detect(frames)):
+        mine = fast.confident(mine)
+        for d in space.confident(theirs):
+            total += 1
+            found += any(fast.classes[m.type] == space.classes[d.type] and
+                         abs(m.x - d.x) <= 2 and abs(m.y - d.y) <= 2 for m in mine)
+    assert total > 2 * len(frames) and found >= 0.9 * total, (found, total)
+    assert space_main(["--task", "fast", "--checkpoint", shipped, "--frames",
+                       str(pong_frames.path), "--runs-dir", str(runs), "model.grid=[8,8]"]) == 2
+    assert "--task fast can only override fast.*" in capsys.readouterr().err
+    assert space_main(["--task", "fast", "--checkpoint", shipped, "--config", str(PONG_CONFIG),
+                       "--runs-dir", str(runs)]) == 2
+    assert "--task fast takes its config from --checkpoint" in capsys.readouterr().err
+    assert len(list((runs / "space").iterdir())) == 1

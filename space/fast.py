@@ -1,0 +1,294 @@
+"""The fast student of a trained SPACE detector (``--task fast``).
+
+SPACE finds an object in three passes: the image encoder gives every grid cell a presence
+probability and a box, a glimpse of each present box is encoded to z_what, and z_what is decoded
+again for the box's alpha mask; the type is the nearest k-means centroid of z_what. At batch 1
+on one CPU thread that costs several times a pixel teacher's step. The student is one small
+convolutional network that gives, per grid cell, what those passes give there: the presence
+probability, the box (its offset from the cell centre and its log size, in cells) and the type.
+It learns them from the SPACE model itself on the training frames, so no labels enter.
+
+    python space/main.py --task fast --checkpoint pretrained/space_pong.pt --frames RUN
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffses.errors import UserError
+from diffses.runs import Run
+from diffses.utils import resolve_device, seed_everything
+from space.config import FastConfig, SpaceConfig, config_from, to_dict
+from space.data import load_frames, load_inputs, preprocess, select_records
+
+
+class FastNet(nn.Module):
+    """Images (B, 3, h, w) in [0, 1] -> per cell (B, N, 5 + k): presence logit, centre offset
+    (2, in cells from the cell centre), log box size (2, in cells) and k type logits."""
+
+    def __init__(self, fc: FastConfig, grid: tuple[int, int], cell: tuple[int, int],
+                 n_types: int):
+        super().__init__()
+        if cell[0] != cell[1] or cell[0] < 2 or cell[0] & (cell[0] - 1):
+            raise UserError(f"the fast student needs square grid cells of a power of 2 pixels, "
+                            f"not {cell[0]}x{cell[1]}")
+        first = 4 if cell[0] % 4 == 0 else 2
+        layers: list[nn.Module] = [nn.Conv2d(3, fc.channels, first, stride=first), nn.CELU()]
+        c_in, left = fc.channels, cell[0] // first
+        while left > 1:
+            layers += [nn.Conv2d(c_in, fc.feat_channels, 3, stride=2, padding=1), nn.CELU()]
+            c_in, left = fc.feat_channels, left // 2
+        for _ in range(fc.feat_layers):
+            layers += [nn.Conv2d(c_in, fc.feat_channels, 3, padding=1), nn.CELU()]
+            c_in = fc.feat_channels
+        layers.append(nn.Conv2d(c_in, 5 + n_types, 1))
+        self.net = nn.Sequential(*layers)
+        gh, gw = grid
+        rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+        centres = torch.stack([(2 * cols + 1) / gw - 1, (2 * rows + 1) / gh - 1], -1)
+        self.register_buffer("cell_centres", centres.reshape(-1, 2).float())  # (N, 2) x, y
+        self.register_buffer("cell_extent", torch.tensor([2 / gw, 2 / gh]))   # (2,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(2).transpose(1, 2)                     # (B, N, 5 + k)
+
+    def boxes(self, out: torch.Tensor, cells: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centres in [-1, 1] and sizes as a fraction of the image side (..., 2) of the
+        network's outputs (..., N, 5 + k), or of rows (M, 5 + k) of grid ``cells`` (M,)."""
+        base = self.cell_centres if cells is None else self.cell_centres[cells]
+        return (base + out[..., 1:3] * self.cell_extent,
+                torch.exp(out[..., 3:5]) * self.cell_extent / 2)
+
+    def targets(self, centre: torch.Tensor, size: torch.Tensor, cells: torch.Tensor
+                ) -> torch.Tensor:
+        """The offsets and log sizes (M, 4) the network should give for boxes ``centre`` and
+        ``size`` (M, 2), as SPACE gives them, of grid cells ``cells`` (M,)."""
+        offset = (centre - self.cell_centres[cells]) / self.cell_extent
+        return torch.cat([offset, torch.log(size.clamp(min=1e-4) * 2 / self.cell_extent)], 1)
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor, threshold: float
+              ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per image: (prob (M,), centre (M, 2), size (M, 2), type (M,)) of the cells whose
+        presence probability exceeds ``threshold``."""
+        out = self(x)                                                     # (B, N, 5 + k)
+        prob = torch.sigmoid(out[..., 0])
+        keep = prob > threshold
+        centre, size = self.boxes(out)
+        types = out[..., 5:].argmax(-1)
+        counts = keep.sum(1).tolist()
+        return list(zip(*(t[keep].split(counts) for t in (prob, centre, size, types))))
+
+
+def build_fast(cfg: SpaceConfig, model: Any, n_types: int) -> FastNet:
+    """A fresh student for the SPACE ``model`` of ``cfg`` with ``n_types`` types."""
+    return FastNet(cfg.fast, cfg.model.grid, model.fg.cell, n_types)
+
+
+def cell_targets(detector: Any, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the SPACE ``detector`` (a :class:`space.model.SpaceDetector`) gives on ``inputs``
+    (N, 3, h, w) uint8, in batches: ``prob`` (N, cells), and for the cells above its lowest
+    threshold their ``frame`` and ``cell`` indices (M,), ``centre``/``size`` (M, 2) and
+    ``type`` (M,)."""
+    cfg = detector.cfg
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("prob", "frame", "cell", "centre",
+                                                          "size", "type")}
+    for start in range(0, len(inputs), cfg.detect.batch_size):
+        x = inputs[start:start + cfg.detect.batch_size].float() / 255
+        found = detector.model.cell_objects(x, detector.lowest, cfg.detect.alpha_boxes)
+        frame, cell = found["keep"].nonzero(as_tuple=True)
+        types = detector.types.predict(found["z_what"].double().cpu().numpy())
+        out["prob"].append(found["prob"])
+        out["frame"].append(frame + start)
+        out["cell"].append(cell)
+        out["centre"].append(found["centre"])
+        out["size"].append(found["size"])
+        out["type"].append(torch.from_numpy(types).to(inputs.device))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def fast_loss(net: FastNet, out: torch.Tensor, target: dict[str, torch.Tensor],
+              frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per frame: the presence cross-entropy against SPACE's probability over every cell, plus
+    the box error and the type cross-entropy at the cells SPACE found something in; ``frames``
+    (B,) are the batch's frame indices into ``target``."""
+    pres = F.binary_cross_entropy_with_logits(out[..., 0], target["prob"][frames],
+                                              reduction="sum")
+    row = torch.full((len(target["prob"]),), -1, dtype=torch.long, device=out.device)
+    row[frames] = torch.arange(len(frames), device=out.device)
+    at = row[target["frame"]] >= 0
+    b, c = row[target["frame"][at]], target["cell"][at]
+    picked = out[b, c]                                                    # (M, 5 + k)
+    box = F.smooth_l1_loss(picked[:, 1:5], net.targets(target["centre"][at],
+                                                       target["size"][at], c), reduction="sum")
+    kind = F.cross_entropy(picked[:, 5:], target["type"][at], reduction="sum")
+    n = len(frames)
+    return (pres + box + kind) / n, {"presence": pres.item() / n, "box": box.item() / n,
+                                     "type": kind.item() / n}
+
+
+def agreement(net: FastNet, inputs: torch.Tensor, target: dict[str, torch.Tensor],
+              threshold: float) -> dict[str, float]:
+    """How the student's objects above ``threshold`` match SPACE's cell by cell on ``inputs``:
+    the share of SPACE's present cells the student finds, of the student's it shares with
+    SPACE, the share of shared cells typed alike and their mean centre gap (pixels of the
+    model input)."""
+    with torch.no_grad():
+        out = torch.cat([net(inputs[i:i + 256].float() / 255) for i in range(0, len(inputs), 256)])
+    mine = torch.sigmoid(out[..., 0]) > threshold
+    theirs = target["prob"] > threshold
+    both = mine & theirs
+    strong = target["prob"][target["frame"], target["cell"]] > threshold
+    shared = both[target["frame"], target["cell"]] & strong
+    f, c = target["frame"][shared], target["cell"][shared]
+    centre, _ = net.boxes(out[f, c], c)
+    side = torch.tensor(inputs.shape[-1:-3:-1], dtype=torch.float32,
+                        device=out.device)                                # (w, h)
+    gap = ((centre - target["centre"][shared]) * side / 2).norm(dim=1)
+    return {"recall": round(float(both.sum() / theirs.sum().clamp(min=1)), 4),
+            "precision": round(float(both.sum() / mine.sum().clamp(min=1)), 4),
+            "type_agreement": round(float((out[f, c, 5:].argmax(-1) == target["type"][shared])
+                                          .float().mean()) if len(f) else 0.0, 4),
+            "centre_gap_px": round(float(gap.mean()) if len(f) else 0.0, 3)}
+
+
+def train_fast(detector: Any, frames: Run, cfg: SpaceConfig, device: str = "cpu",
+               writer: Any | None = None) -> tuple[FastNet, dict[str, Any]]:
+    """Fit a student of the SPACE ``detector`` on the training frames of ``frames`` (``cfg.fast``
+    says how); returns it and its figures, agreement with SPACE on the validation frames
+    included."""
+    if detector.types is None:
+        raise UserError("the SPACE checkpoint has no fitted types to teach the fast student")
+    fc = cfg.fast
+    seed_everything(cfg.seed)
+    records = select_records(frames.path, "train", fc.frames)
+    inputs = torch.from_numpy(load_inputs(frames.path, records, cfg.data)).to(device)  # (N,3,h,w)
+    natives = load_frames(frames.path, records) if fc.noise else None
+    held = select_records(frames.path, "validation")
+    held_inputs = (torch.from_numpy(load_inputs(frames.path, held, cfg.data)).to(device)
+                   if held else None)
+    t0 = time.perf_counter()
+    target = cell_targets(detector, inputs)
+    held_target = cell_targets(detector, held_inputs) if held else None
+    print(f"[space] SPACE's cells of {len(inputs)} training frames read in "
+          f"{time.perf_counter() - t0:.1f} s: {len(target['frame']) / len(inputs):.2f} objects "
+          f"per frame", flush=True)
+    net = build_fast(cfg, detector.model, len(detector.types.centroids)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=fc.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, fc.steps)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    window: list[dict[str, float]] = []
+    for step in range(1, fc.steps + 1):
+        idx = torch.from_numpy(rng.integers(0, len(inputs), fc.batch_size)).to(device)
+        x = (inputs[idx].float() / 255 if natives is None else
+             noisy(natives[idx.cpu().numpy()], cfg, rng).to(device))
+        loss, parts = fast_loss(net, net(x), target, idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        window.append(parts)
+        if step % 250 == 0 or step == fc.steps:
+            means = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            window.clear()
+            if writer is not None:
+                for key, value in means.items():
+                    writer.add_scalar(f"fast/{key}", value, step)
+            print(f"[space] fast step {step}/{fc.steps} " +
+                  " ".join(f"{k} {v:.3f}" for k, v in means.items()), flush=True)
+    net.eval()
+    info: dict[str, Any] = {"steps": fc.steps, "train_seconds": round(time.perf_counter() - t0, 1),
+                            "frames": len(inputs)}
+    if held_target is not None:
+        info["validation"] = agreement(net, held_inputs, held_target, cfg.detect.threshold)
+    return net, info
+
+
+def noisy(natives: np.ndarray, cfg: SpaceConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Model inputs in [0, 1] of native frames with Gaussian noise of a random std up to
+    ``fast.noise`` each."""
+    std = rng.uniform(0, cfg.fast.noise, size=(len(natives), 1, 1, 1))
+    changed = np.clip(natives + rng.normal(size=natives.shape) * std, 0, 255).astype(np.uint8)
+    return torch.from_numpy(preprocess(changed, cfg.data)).float() / 255
+
+
+def fast_payload(net: FastNet, info: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint stores of a student: its weights, type count and figures."""
+    return {"state": net.state_dict(), "n_types": int(net.net[-1].out_channels - 5),
+            "info": info}
+
+
+def load_fast(payload: dict[str, Any], cfg: SpaceConfig, model: Any) -> FastNet:
+    """The student stored by :func:`fast_payload` for the SPACE ``model`` of ``cfg``."""
+    net = build_fast(cfg, model, payload["n_types"])
+    net.load_state_dict(payload["state"])
+    return net.eval()
+
+
+def fast_config(payload: dict[str, Any], overrides: dict[str, Any]) -> SpaceConfig:
+    """The checkpoint's config with ``overrides``, which may only change ``fast.*``, ``name``,
+    ``seed``, ``device`` and ``num_threads``."""
+    bad = [k for k in overrides if not k.startswith(("fast.", "name", "seed", "device",
+                                                     "num_threads"))]
+    if bad:
+        raise UserError(f"--task fast can only override fast.*, name, seed, device and "
+                        f"num_threads, not {', '.join(bad)}")
+    return config_from(payload["config"], overrides)
+
+
+def fast_task(task: Any) -> Run:
+    """``--task fast``: train the student of a SPACE checkpoint (``--checkpoint``, a run
+    folder, ``latest`` or a file) on a frames run (``--frames``, default the one SPACE was
+    trained on) into a new SPACE run whose ``checkpoint.pt`` holds both; returns the run."""
+    from pathlib import Path
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from space.model import SpaceDetector, read_checkpoint, save_checkpoint
+    from space.train import FINAL, STAGE, apply_threads, check_task, find_run, frames_run_for
+    check_task(task)
+    if task.config is not None or task.out is not None:
+        raise UserError("--task fast takes its config from --checkpoint (change it with fast.* "
+                        "overrides) and writes a run folder under --runs-dir; drop "
+                        "--config/--out")
+    ref = task.checkpoint or "latest"
+    path = Path(ref) if Path(ref).is_file() else \
+        find_run("--checkpoint", ref, STAGE, task.runs_dir).path / FINAL
+    try:
+        payload = read_checkpoint(path)
+    except UserError as err:
+        raise UserError(f"--checkpoint: {err}") from None
+    cfg = fast_config(payload, task.overrides)
+    apply_threads(cfg)
+    device = resolve_device(cfg.device)
+    env_id = payload.get("env_id")
+    frames = frames_run_for(task.frames or payload.get("frames_run") or "latest", task.runs_dir,
+                            env_id)
+    detector = SpaceDetector.from_payload(payload, device, str(path), {"detect.fast": False})
+    name = str(task.overrides.get("name", f"{cfg.name}_fast"))
+    run = Run.create(task.runs_dir, STAGE, env_id or frames.env_id, name, cfg.seed,
+                     to_dict(cfg))
+    with run.failing():
+        run.add_input("checkpoint", path)
+        run.manifest["frames_run"] = str(frames.path)
+        writer = SummaryWriter(str(run.path / "tb"))
+        try:
+            net, info = train_fast(detector, frames, cfg, device, writer)
+        finally:
+            writer.close()
+        kept = {k: v for k, v in payload.items()
+                if k not in ("format", "config", "step", "model", "fast")}
+        final = save_checkpoint(run.path / FINAL, detector.model, cfg, payload["step"],
+                                {**kept, "fast": fast_payload(net.cpu(), info)})
+        run.add_output(final)
+        run.finish({"fast": info, "checkpoint_mb": round(final.stat().st_size / 2**20, 3)})
+    print(f"[space] fast student: {info.get('validation', {})}; checkpoint {final}")
+    return run
