@@ -7,7 +7,8 @@ Same real Pong frames for every row (the shipped teacher playing), one run:
   (``SymbolicPolicy.compiled``: one generated Python function, what ``act`` uses at batch 1);
 - the whole perceive-and-act step of each agent from the native frame: the teacher's
   preprocessing (grey, resize, frame stack) and CNN; the symbolic agent's SPACE detection,
-  tracking, features and forest.
+  tracking, features and forest, and the same through SPACE's fast student (``--fast``, a
+  checkpoint made by ``space/main.py --task fast``).
 
     python benchmarks/bench_latency.py                   # distils sample.json first
     python benchmarks/bench_latency.py --policy runs/distill/<run>
@@ -55,6 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default=str(ROOT / "pretrained" / "pong_teacher"))
     parser.add_argument("--detector", default=str(ROOT / "pretrained" / "space_pong.pt"))
+    parser.add_argument("--fast", default=str(ROOT / "pretrained" / "space_pong_fast.pt"),
+                        help="a checkpoint with SPACE's fast student (skipped if missing)")
     parser.add_argument("--policy", help="policy.json or its run folder (default: distil "
                                          "sample.json at the default settings)")
     parser.add_argument("--frames", type=int, default=200)
@@ -78,7 +81,8 @@ def main() -> None:
             break
     venv.close()
     n = len(frames)
-    detector = load_detector(args.detector, env_id=run.env_id, device="cpu")
+    detector = load_detector(args.detector, env_id=run.env_id, device="cpu",
+                             overrides={"detect.fast": False})
     perception = Perception(detector)
     states = perception.observe(np.stack(frames), [{}] * n, [True] + [False] * (n - 1))
     X = policy.layout.matrix(states)
@@ -93,11 +97,11 @@ def main() -> None:
         stack[:, :, -1] = cv2.resize(grey, (84, 84), interpolation=cv2.INTER_AREA)
         return int(model.predict(stack[None], deterministic=True)[0][0])
 
-    agent = Perception(detector)
-
-    def symbolic_step(i: int) -> int:
-        state = agent.observe(frames[i][None], [{}], [i == 0])[0]
-        return compiled(list(map(float, policy.layout.vector(state))))
+    def symbolic_step(agent: Perception) -> Callable[[int], int]:
+        def step(i: int) -> int:
+            state = agent.observe(frames[i][None], [{}], [i == 0])[0]
+            return compiled(list(map(float, policy.layout.vector(state))))
+        return step
 
     timings = {
         "teacher CNN forward (predict)": per_call(
@@ -105,8 +109,13 @@ def main() -> None:
         "forest, numpy": per_call(lambda i: np.argmax(policy.logits(rows_1[i]), axis=1), n),
         "forest, compiled": per_call(lambda i: compiled(lists[i]), n, repeats=20),
         "teacher step: preprocess + CNN": per_call(teacher_step, n),
-        "symbolic step: SPACE + tracking + features + forest": per_call(symbolic_step, n),
+        "symbolic step: SPACE + tracking + features + forest": per_call(
+            symbolic_step(Perception(detector)), n),
     }
+    if Path(args.fast).is_file():
+        fast = load_detector(args.fast, env_id=run.env_id, device="cpu")
+        timings["symbolic step: fast student + tracking + features + forest"] = per_call(
+            symbolic_step(Perception(fast)), n)
     cnn = timings["teacher CNN forward (predict)"]
     print(f"\n{run.env_id}, {n} frames, batch 1, one thread; forest of {policy.n_actions} "
           f"trees, {sum(len(t) for t in policy.trees)} nodes")
@@ -120,6 +129,11 @@ def main() -> None:
               "microseconds": {k: round(v * 1e6, 3) for k, v in timings.items()},
               "cnn_over_compiled_forest": round(cnn / timings["forest, compiled"], 1),
               "teacher_step_over_symbolic_step": round(step_ratio, 3)}
+    fast_key = "symbolic step: fast student + tracking + features + forest"
+    if fast_key in timings:
+        fast_ratio = timings["teacher step: preprocess + CNN"] / timings[fast_key]
+        print(f"whole step, teacher / symbolic through the fast student: {fast_ratio:.2f}")
+        result["teacher_step_over_fast_step"] = round(fast_ratio, 3)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

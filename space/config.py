@@ -175,9 +175,12 @@ class FastConfig:
     lr: float = 3e-3
     #: training frames the student learns from (0: all)
     frames: int = 0
-    #: largest std of Gaussian noise (native pixel values) added to the student's inputs,
-    #: the targets staying those of the clean frame (0: none)
-    noise: float = 0.0
+    #: weight of the box error against the presence and type cross-entropies
+    box_weight: float = 10.0
+    #: share of the student's frames shown under one of the transfer shifts (as
+    #: ``train.augment``, sized by ``train.augment_noise`` and ``train.augment_shift``), its
+    #: targets SPACE's on the clean frame, moved with the picture (0: every frame as it is)
+    augment: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -253,7 +256,8 @@ FLOAT_RANGE: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.grad_clip": (0, None, True, False), "train.augment": (0, 1, True, True),
     "train.augment_noise": (0, None, True, False),
     "detect.threshold": (0, 1, True, True), "eval.gate": (0, None, False, False),
-    "fast.lr": (0, None, False, False), "fast.noise": (0, None, True, False),
+    "fast.lr": (0, None, False, False), "fast.box_weight": (0, None, True, False),
+    "fast.augment": (0, 1, True, True),
 }
 #: what 0 means, where it is allowed and means something special
 ZERO_MEANS = {"num_threads": "torch's default", "train.grad_clip": "no clipping",

@@ -25,7 +25,8 @@ from diffses.errors import UserError
 from diffses.runs import Run
 from diffses.utils import resolve_device, seed_everything
 from space.config import FastConfig, SpaceConfig, config_from, to_dict
-from space.data import load_frames, load_inputs, preprocess, select_records
+from space.data import (crop_box, load_frames, load_inputs, preprocess, random_shift,
+                        select_records)
 
 
 class FastNet(nn.Module):
@@ -73,7 +74,7 @@ class FastNet(nn.Module):
         offset = (centre - self.cell_centres[cells]) / self.cell_extent
         return torch.cat([offset, torch.log(size.clamp(min=1e-4) * 2 / self.cell_extent)], 1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def infer(self, x: torch.Tensor, threshold: float
               ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per image: (prob (M,), centre (M, 2), size (M, 2), type (M,)) of the cells whose
@@ -81,10 +82,12 @@ class FastNet(nn.Module):
         out = self(x)                                                     # (B, N, 5 + k)
         prob = torch.sigmoid(out[..., 0])
         keep = prob > threshold
-        centre, size = self.boxes(out)
-        types = out[..., 5:].argmax(-1)
+        cells = keep.nonzero()[:, 1]
+        rows = out[keep]                                                  # (M, 5 + k)
+        centre, size = self.boxes(rows, cells)
         counts = keep.sum(1).tolist()
-        return list(zip(*(t[keep].split(counts) for t in (prob, centre, size, types))))
+        return list(zip(*(t.split(counts) for t in (prob[keep], centre, size,
+                                                    rows[:, 5:].argmax(-1)))))
 
 
 def build_fast(cfg: SpaceConfig, model: Any, n_types: int) -> FastNet:
@@ -114,24 +117,44 @@ def cell_targets(detector: Any, inputs: torch.Tensor) -> dict[str, torch.Tensor]
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def fast_loss(net: FastNet, out: torch.Tensor, target: dict[str, torch.Tensor],
-              frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def batch_targets(target: dict[str, torch.Tensor], frames: torch.Tensor, moves: torch.Tensor,
+                  grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The targets of a batch of frames ``frames`` (B,) (indices into ``target``, repeats
+    allowed), each picture moved by ``moves`` (B, 2) (model coordinates, x first; zero where
+    unmoved): ``prob`` (B, N), and per object the batch row ``b``, ``cell``, ``centre``,
+    ``size`` and ``type``. A moved frame's objects move with it, into the cells they land in;
+    those moved out of the picture are dropped."""
+    j, b = (target["frame"][:, None] == frames[None, :]).nonzero(as_tuple=True)
+    moved = (moves != 0).any(1)                                           # (B,)
+    centre = target["centre"][j] + moves[b]
+    gh, gw = grid
+    col = torch.floor((centre[:, 0] + 1) / 2 * gw).long()
+    row = torch.floor((centre[:, 1] + 1) / 2 * gh).long()
+    inside = (col >= 0) & (col < gw) & (row >= 0) & (row < gh)
+    cell = torch.where(moved[b], row * gw + col, target["cell"][j])
+    keep = inside | ~moved[b]
+    j, b, cell, centre = j[keep], b[keep], cell[keep], centre[keep]
+    prob = target["prob"][frames].clone()                                 # (B, N)
+    prob[moved] = 0.0
+    pick = moved[b]
+    prob[b[pick], cell[pick]] = target["prob"][target["frame"][j[pick]], target["cell"][j[pick]]]
+    return {"prob": prob, "b": b, "cell": cell, "centre": centre, "size": target["size"][j],
+            "type": target["type"][j]}
+
+
+def fast_loss(net: FastNet, out: torch.Tensor, batch: dict[str, torch.Tensor],
+              box_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Per frame: the presence cross-entropy against SPACE's probability over every cell, plus
-    the box error and the type cross-entropy at the cells SPACE found something in; ``frames``
-    (B,) are the batch's frame indices into ``target``."""
-    pres = F.binary_cross_entropy_with_logits(out[..., 0], target["prob"][frames],
-                                              reduction="sum")
-    row = torch.full((len(target["prob"]),), -1, dtype=torch.long, device=out.device)
-    row[frames] = torch.arange(len(frames), device=out.device)
-    at = row[target["frame"]] >= 0
-    b, c = row[target["frame"][at]], target["cell"][at]
-    picked = out[b, c]                                                    # (M, 5 + k)
-    box = F.smooth_l1_loss(picked[:, 1:5], net.targets(target["centre"][at],
-                                                       target["size"][at], c), reduction="sum")
-    kind = F.cross_entropy(picked[:, 5:], target["type"][at], reduction="sum")
-    n = len(frames)
-    return (pres + box + kind) / n, {"presence": pres.item() / n, "box": box.item() / n,
-                                     "type": kind.item() / n}
+    the box error (times ``box_weight``) and the type cross-entropy at the cells SPACE found
+    something in (``batch``: :func:`batch_targets`)."""
+    pres = F.binary_cross_entropy_with_logits(out[..., 0], batch["prob"], reduction="sum")
+    picked = out[batch["b"], batch["cell"]]                               # (M, 5 + k)
+    box = F.smooth_l1_loss(picked[:, 1:5], net.targets(batch["centre"], batch["size"],
+                                                       batch["cell"]), reduction="sum")
+    kind = F.cross_entropy(picked[:, 5:], batch["type"], reduction="sum")
+    n = len(out)
+    return (pres + box_weight * box + kind) / n, {
+        "presence": pres.item() / n, "box": box.item() / n, "type": kind.item() / n}
 
 
 def agreement(net: FastNet, inputs: torch.Tensor, target: dict[str, torch.Tensor],
@@ -170,7 +193,7 @@ def train_fast(detector: Any, frames: Run, cfg: SpaceConfig, device: str = "cpu"
     seed_everything(cfg.seed)
     records = select_records(frames.path, "train", fc.frames)
     inputs = torch.from_numpy(load_inputs(frames.path, records, cfg.data)).to(device)  # (N,3,h,w)
-    natives = load_frames(frames.path, records) if fc.noise else None
+    natives = load_frames(frames.path, records) if fc.augment else None
     held = select_records(frames.path, "validation")
     held_inputs = (torch.from_numpy(load_inputs(frames.path, held, cfg.data)).to(device)
                    if held else None)
@@ -188,9 +211,13 @@ def train_fast(detector: Any, frames: Run, cfg: SpaceConfig, device: str = "cpu"
     window: list[dict[str, float]] = []
     for step in range(1, fc.steps + 1):
         idx = torch.from_numpy(rng.integers(0, len(inputs), fc.batch_size)).to(device)
-        x = (inputs[idx].float() / 255 if natives is None else
-             noisy(natives[idx.cpu().numpy()], cfg, rng).to(device))
-        loss, parts = fast_loss(net, net(x), target, idx)
+        if natives is None:
+            x, moves = inputs[idx].float() / 255, torch.zeros(len(idx), 2, device=device)
+        else:
+            x, moves = changed(natives[idx.cpu().numpy()], cfg, rng)
+            x, moves = x.to(device), moves.to(device)
+        batch = batch_targets(target, idx, moves, cfg.model.grid)
+        loss, parts = fast_loss(net, net(x), batch, fc.box_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -212,12 +239,23 @@ def train_fast(detector: Any, frames: Run, cfg: SpaceConfig, device: str = "cpu"
     return net, info
 
 
-def noisy(natives: np.ndarray, cfg: SpaceConfig, rng: np.random.Generator) -> torch.Tensor:
-    """Model inputs in [0, 1] of native frames with Gaussian noise of a random std up to
-    ``fast.noise`` each."""
-    std = rng.uniform(0, cfg.fast.noise, size=(len(natives), 1, 1, 1))
-    changed = np.clip(natives + rng.normal(size=natives.shape) * std, 0, 255).astype(np.uint8)
-    return torch.from_numpy(preprocess(changed, cfg.data)).float() / 255
+def changed(natives: np.ndarray, cfg: SpaceConfig, rng: np.random.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs (B, 3, h, w) in [0, 1] of native frames (B, H, W, 3), each shown with
+    probability ``fast.augment`` under one of the transfer shifts
+    (:func:`space.data.random_shift`, sized by ``train.augment_noise`` and
+    ``train.augment_shift``), and how far each picture moved (B, 2) in model coordinates."""
+    top, bottom, left, right = crop_box(cfg.data, natives.shape[1:])
+    frames, moves = [], np.zeros((len(natives), 2), np.float32)
+    for i, frame in enumerate(natives):
+        if rng.random() < cfg.fast.augment:
+            shift = random_shift(rng, cfg.train.augment_noise, cfg.train.augment_shift)
+            frame = shift(frame, rng)
+            if shift.kind == "shift":
+                moves[i] = (2 * shift.value[0] / (right - left), 2 * shift.value[1] / (bottom - top))
+        frames.append(frame)
+    x = torch.from_numpy(preprocess(np.stack(frames), cfg.data)).float() / 255
+    return x, torch.from_numpy(moves)
 
 
 def fast_payload(net: FastNet, info: dict[str, Any]) -> dict[str, Any]:

@@ -543,3 +543,20 @@ def test_fast_student_finds_what_space_finds_where_space_finds_it(pong_frames, t
                        "--runs-dir", str(runs)]) == 2
     assert "--task fast takes its config from --checkpoint" in capsys.readouterr().err
     assert len(list((runs / "space").iterdir())) == 1
+
+
+def test_a_moved_picture_moves_the_fast_students_targets_into_the_cells_they_land_in():
+    from space.fast import batch_targets
+    grid = (4, 4)
+    prob = torch.zeros(2, 16)
+    prob[0, 5] = prob[1, 6] = 0.9                       # frame 0: cell (1, 1); frame 1: (1, 2)
+    target = {"prob": prob, "frame": torch.tensor([0, 1]), "cell": torch.tensor([5, 6]),
+              "centre": torch.tensor([[-0.25, -0.25], [0.25, -0.25]]),
+              "size": torch.full((2, 2), 0.1), "type": torch.tensor([1, 0])}
+    frames = torch.tensor([0, 0, 1])                    # frame 0 twice: once moved right
+    moves = torch.tensor([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]])   # one cell, then out
+    batch = batch_targets(target, frames, moves, grid)
+    assert batch["b"].tolist() == [0, 1] and batch["cell"].tolist() == [5, 6]
+    assert batch["prob"][0, 5] == 0.9 and batch["prob"][1, 6] == 0.9
+    assert batch["prob"][1, 5] == 0 and batch["prob"][2].sum() == 0   # moved away / out
+    assert torch.allclose(batch["centre"][1], torch.tensor([0.25, -0.25]))
