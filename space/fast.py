@@ -76,18 +76,21 @@ class FastNet(nn.Module):
 
     @torch.inference_mode()
     def infer(self, x: torch.Tensor, threshold: float
-              ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Per image: (prob (M,), centre (M, 2), size (M, 2), type (M,)) of the cells whose
-        presence probability exceeds ``threshold``."""
-        out = self(x)                                                     # (B, N, 5 + k)
-        prob = torch.sigmoid(out[..., 0])
-        keep = prob > threshold
-        cells = keep.nonzero()[:, 1]
-        rows = out[keep]                                                  # (M, 5 + k)
-        centre, size = self.boxes(rows, cells)
-        counts = keep.sum(1).tolist()
-        return list(zip(*(t.split(counts) for t in (prob[keep], centre, size,
-                                                    rows[:, 5:].argmax(-1)))))
+        presence probability exceeds ``threshold``, as numpy arrays (the few objects of a
+        frame cost less there than as tensors)."""
+        out = self(x).cpu().numpy()                                       # (B, N, 5 + k)
+        centres = self.cell_centres.cpu().numpy()
+        extent = self.cell_extent.cpu().numpy()
+        prob = 1 / (1 + np.exp(-out[..., 0]))                             # (B, N)
+        found = []
+        for p, rows in zip(prob, out):
+            cells = np.flatnonzero(p > threshold)
+            rows = rows[cells]                                            # (M, 5 + k)
+            found.append((p[cells], centres[cells] + rows[:, 1:3] * extent,
+                          np.exp(rows[:, 3:5]) * extent / 2, rows[:, 5:].argmax(1)))
+        return found
 
 
 def build_fast(cfg: SpaceConfig, model: Any, n_types: int) -> FastNet:

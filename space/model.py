@@ -588,10 +588,12 @@ class SpaceDetector(Detector):
             found = (self.fast.infer(x, threshold) if self.fast is not None else
                      self.model.infer(x, threshold, self.cfg.detect.alpha_boxes))
             for prob, centre, size, last in found:
-                c, s = to_native(centre.cpu().double().numpy(), size.cpu().double().numpy(),
+                prob, centre, size, last = (np.asarray(t.cpu() if torch.is_tensor(t) else t)
+                                            for t in (prob, centre, size, last))
+                c, s = to_native(centre.astype(np.float64), size.astype(np.float64),
                                  self.cfg.data, shape)
-                out.append({"prob": prob.cpu().numpy(), "centre": c, "size": s,
-                            "type" if self.fast is not None else "z_what": last.cpu().numpy()})
+                out.append({"prob": prob, "centre": c, "size": s,
+                            "type" if self.fast is not None else "z_what": last})
         return out
 
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
