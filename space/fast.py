@@ -24,29 +24,34 @@ from torch import nn
 from diffses.errors import UserError
 from diffses.runs import Run
 from diffses.utils import resolve_device, seed_everything
-from space.config import FastConfig, SpaceConfig, config_from, to_dict
-from space.data import (crop_box, load_frames, load_inputs, preprocess, random_shift,
-                        select_records)
+from space.config import DataConfig, FastConfig, SpaceConfig, config_from, to_dict
+from space.data import crop_box, load_frames, preprocess, random_shift, select_records
 
 
 class FastNet(nn.Module):
     """Images (B, 3, h, w) in [0, 1] -> per cell (B, N, 5 + k): presence logit, centre offset
     (2, in cells from the cell centre), log box size (2, in cells) and k type logits."""
 
-    def __init__(self, fc: FastConfig, grid: tuple[int, int], cell: tuple[int, int],
-                 n_types: int):
+    def __init__(self, fc: FastConfig, grid: tuple[int, int], cell: int, n_types: int,
+                 native: bool = False):
         super().__init__()
-        if cell[0] != cell[1] or cell[0] < 2 or cell[0] & (cell[0] - 1):
-            raise UserError(f"the fast student needs square grid cells of a power of 2 pixels, "
-                            f"not {cell[0]}x{cell[1]}")
-        first = 4 if cell[0] % 4 == 0 else 2
-        layers: list[nn.Module] = [nn.Conv2d(3, fc.channels, first, stride=first), nn.CELU()]
-        c_in, left = fc.channels, cell[0] // first
+        first = first_stride(cell)
+        if first is None:
+            raise UserError(f"the fast student needs grid cells of 2, 3, 4 or 5 times a power of "
+                            f"2 pixels, not {cell}")
+        #: whether the input is the native frame's crop (else SPACE's resized input)
+        self.native = native
+        #: input pixels per grid cell
+        self.cell = cell
+        layers: list[nn.Module] = [nn.Conv2d(3, fc.channels, first, stride=first),
+                                   nn.ReLU(inplace=True)]
+        c_in, left = fc.channels, cell // first
         while left > 1:
-            layers += [nn.Conv2d(c_in, fc.feat_channels, 3, stride=2, padding=1), nn.CELU()]
+            layers += [nn.Conv2d(c_in, fc.feat_channels, 3, stride=2, padding=1),
+                       nn.ReLU(inplace=True)]
             c_in, left = fc.feat_channels, left // 2
         for _ in range(fc.feat_layers):
-            layers += [nn.Conv2d(c_in, fc.feat_channels, 3, padding=1), nn.CELU()]
+            layers += [nn.Conv2d(c_in, fc.feat_channels, 3, padding=1), nn.ReLU(inplace=True)]
             c_in = fc.feat_channels
         layers.append(nn.Conv2d(c_in, 5 + n_types, 1))
         self.net = nn.Sequential(*layers)
@@ -55,6 +60,14 @@ class FastNet(nn.Module):
         centres = torch.stack([(2 * cols + 1) / gw - 1, (2 * rows + 1) / gh - 1], -1)
         self.register_buffer("cell_centres", centres.reshape(-1, 2).float())  # (N, 2) x, y
         self.register_buffer("cell_extent", torch.tensor([2 / gw, 2 / gh]))   # (2,)
+
+    def inputs(self, frames: np.ndarray, data: DataConfig) -> np.ndarray:
+        """The network's inputs (B, 3, h, w) uint8 of native frames (B, H, W, 3): their crop as
+        it is, or SPACE's resized input."""
+        if not self.native:
+            return preprocess(frames, data)
+        top, bottom, left, right = crop_box(data, frames.shape[1:])
+        return np.ascontiguousarray(frames[:, top:bottom, left:right].transpose(0, 3, 1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(2).transpose(1, 2)                     # (B, N, 5 + k)
@@ -93,9 +106,34 @@ class FastNet(nn.Module):
         return found
 
 
-def build_fast(cfg: SpaceConfig, model: Any, n_types: int) -> FastNet:
-    """A fresh student for the SPACE ``model`` of ``cfg`` with ``n_types`` types."""
-    return FastNet(cfg.fast, cfg.model.grid, model.fg.cell, n_types)
+def first_stride(cell: int) -> int | None:
+    """The first layer's stride for cells of ``cell`` pixels (the rest halves down to one
+    cell): 4, 5, 3 or 2 times a power of 2; None if ``cell`` is none of these."""
+    return next((f for f in (4, 5, 3, 2) if cell % f == 0 and not (cell // f) & (cell // f - 1)),
+                None)
+
+
+def native_cell(data: DataConfig, grid: tuple[int, int], frame_shape: tuple[int, ...]
+                ) -> int | None:
+    """The cell size in native pixels where the crop of a frame of ``frame_shape`` divides
+    into square grid cells the student can take as they are; None otherwise."""
+    top, bottom, left, right = crop_box(data, frame_shape)
+    (h, w), (gh, gw) = (bottom - top, right - left), grid
+    if h % gh or w % gw or h // gh != w // gw:
+        return None
+    return h // gh if first_stride(h // gh) is not None else None
+
+
+def build_fast(cfg: SpaceConfig, model: Any, n_types: int, native: int | None = None
+               ) -> FastNet:
+    """A fresh student for the SPACE ``model`` of ``cfg`` with ``n_types`` types, on the
+    native crop with cells of ``native`` pixels, or (None) on SPACE's resized input."""
+    if native is not None:
+        return FastNet(cfg.fast, cfg.model.grid, native, n_types, native=True)
+    ch, cw = model.fg.cell
+    if ch != cw:
+        raise UserError(f"the fast student needs square grid cells, not {ch}x{cw}")
+    return FastNet(cfg.fast, cfg.model.grid, ch, n_types)
 
 
 def cell_targets(detector: Any, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -195,18 +233,22 @@ def train_fast(detector: Any, frames: Run, cfg: SpaceConfig, device: str = "cpu"
     fc = cfg.fast
     seed_everything(cfg.seed)
     records = select_records(frames.path, "train", fc.frames)
-    inputs = torch.from_numpy(load_inputs(frames.path, records, cfg.data)).to(device)  # (N,3,h,w)
-    natives = load_frames(frames.path, records) if fc.augment else None
+    natives = load_frames(frames.path, records)                           # (N, H, W, 3)
     held = select_records(frames.path, "validation")
-    held_inputs = (torch.from_numpy(load_inputs(frames.path, held, cfg.data)).to(device)
-                   if held else None)
+    net = build_fast(cfg, detector.model, len(detector.types.centroids),
+                     native_cell(cfg.data, cfg.model.grid, natives.shape[1:])).to(device)
     t0 = time.perf_counter()
-    target = cell_targets(detector, inputs)
-    held_target = cell_targets(detector, held_inputs) if held else None
+    target = cell_targets(detector, torch.from_numpy(preprocess(natives, cfg.data)).to(device))
+    inputs = torch.from_numpy(net.inputs(natives, cfg.data)).to(device)  # (N, 3, h, w)
+    if held:
+        held_natives = load_frames(frames.path, held)
+        held_target = cell_targets(detector, torch.from_numpy(
+            preprocess(held_natives, cfg.data)).to(device))
+        held_inputs = torch.from_numpy(net.inputs(held_natives, cfg.data)).to(device)
     print(f"[space] SPACE's cells of {len(inputs)} training frames read in "
           f"{time.perf_counter() - t0:.1f} s: {len(target['frame']) / len(inputs):.2f} objects "
-          f"per frame", flush=True)
-    net = build_fast(cfg, detector.model, len(detector.types.centroids)).to(device)
+          f"per frame; the student reads " + ("the native crop" if net.native else
+                                                "SPACE's input"), flush=True)
     opt = torch.optim.Adam(net.parameters(), lr=fc.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, fc.steps)
     rng = np.random.default_rng(cfg.seed)
@@ -214,10 +256,10 @@ def train_fast(detector: Any, frames: Run, cfg: SpaceConfig, device: str = "cpu"
     window: list[dict[str, float]] = []
     for step in range(1, fc.steps + 1):
         idx = torch.from_numpy(rng.integers(0, len(inputs), fc.batch_size)).to(device)
-        if natives is None:
+        if not fc.augment:
             x, moves = inputs[idx].float() / 255, torch.zeros(len(idx), 2, device=device)
         else:
-            x, moves = changed(natives[idx.cpu().numpy()], cfg, rng)
+            x, moves = changed(net, natives[idx.cpu().numpy()], cfg, rng)
             x, moves = x.to(device), moves.to(device)
         batch = batch_targets(target, idx, moves, cfg.model.grid)
         loss, parts = fast_loss(net, net(x), batch, fc.box_weight)
@@ -237,14 +279,14 @@ def train_fast(detector: Any, frames: Run, cfg: SpaceConfig, device: str = "cpu"
     net.eval()
     info: dict[str, Any] = {"steps": fc.steps, "train_seconds": round(time.perf_counter() - t0, 1),
                             "frames": len(inputs)}
-    if held_target is not None:
+    if held:
         info["validation"] = agreement(net, held_inputs, held_target, cfg.detect.threshold)
     return net, info
 
 
-def changed(natives: np.ndarray, cfg: SpaceConfig, rng: np.random.Generator
+def changed(net: FastNet, natives: np.ndarray, cfg: SpaceConfig, rng: np.random.Generator
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model inputs (B, 3, h, w) in [0, 1] of native frames (B, H, W, 3), each shown with
+    """The student's inputs (B, 3, h, w) in [0, 1] of native frames (B, H, W, 3), each shown with
     probability ``fast.augment`` under one of the transfer shifts
     (:func:`space.data.random_shift`, sized by ``train.augment_noise`` and
     ``train.augment_shift``), and how far each picture moved (B, 2) in model coordinates."""
@@ -257,19 +299,19 @@ def changed(natives: np.ndarray, cfg: SpaceConfig, rng: np.random.Generator
             if shift.kind == "shift":
                 moves[i] = (2 * shift.value[0] / (right - left), 2 * shift.value[1] / (bottom - top))
         frames.append(frame)
-    x = torch.from_numpy(preprocess(np.stack(frames), cfg.data)).float() / 255
+    x = torch.from_numpy(net.inputs(np.stack(frames), cfg.data)).float() / 255
     return x, torch.from_numpy(moves)
 
 
 def fast_payload(net: FastNet, info: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint stores of a student: its weights, type count and figures."""
     return {"state": net.state_dict(), "n_types": int(net.net[-1].out_channels - 5),
-            "info": info}
+            "native_cell": net.cell if net.native else None, "info": info}
 
 
 def load_fast(payload: dict[str, Any], cfg: SpaceConfig, model: Any) -> FastNet:
     """The student stored by :func:`fast_payload` for the SPACE ``model`` of ``cfg``."""
-    net = build_fast(cfg, model, payload["n_types"])
+    net = build_fast(cfg, model, payload["n_types"], payload.get("native_cell"))
     net.load_state_dict(payload["state"])
     return net.eval()
 

@@ -584,9 +584,12 @@ class SpaceDetector(Detector):
         shape = frames.shape[1:]
         for start in range(0, len(frames), self.cfg.detect.batch_size):
             chunk = frames[start:start + self.cfg.detect.batch_size]
-            x = torch.from_numpy(preprocess(chunk, self.cfg.data)).to(self.device).float() / 255
-            found = (self.fast.infer(x, threshold) if self.fast is not None else
-                     self.model.infer(x, threshold, self.cfg.detect.alpha_boxes))
+            if self.fast is not None:
+                x = torch.from_numpy(self.fast.inputs(chunk, self.cfg.data))
+                found = self.fast.infer(x.to(self.device).float() / 255, threshold)
+            else:
+                x = torch.from_numpy(preprocess(chunk, self.cfg.data)).to(self.device).float() / 255
+                found = self.model.infer(x, threshold, self.cfg.detect.alpha_boxes)
             for prob, centre, size, last in found:
                 prob, centre, size, last = (np.asarray(t.cpu() if torch.is_tensor(t) else t)
                                             for t in (prob, centre, size, last))
