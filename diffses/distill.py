@@ -61,6 +61,8 @@ MIN_POPULATION = 50
 DAGGER_SEED_OFFSET = 20000
 #: The selection games of every DAgger round, from every seed: seeds from this one on.
 SELECT_SEED = 9000
+#: The fresh selection games the best rounds are replayed on (``dagger_reselect``).
+RESELECT_SEED = 9100
 LEARNERS = ("gp", "tree")
 ACTIONS = ("each", "meaning")
 WEIGHTS = ("none", "margin")
@@ -129,6 +131,13 @@ class DistillConfig:
     dagger_max_steps: int | None = arg(3000, "cap on agent steps per DAgger game")
     dagger_restarts: int = arg(1, "independent DAgger loops (other collection games, the same "
                                   "selection games); the best round of all of them is kept")
+    dagger_reselect: int = arg(0, "after the loops, the rounds with the best selection "
+                                   "returns, this many, play --dagger-reselect-games fresh "
+                                   "selection games (from seed 9100, as they are and under "
+                                   "sticky actions) and the best there is kept: among many "
+                                   "rounds the best on a few games is partly the luckiest, and "
+                                   "fresh games do not share that luck (0: keep the best round)")
+    dagger_reselect_games: int = arg(8, "fresh selection games of --dagger-reselect")
     n_jobs: int = arg(1, "gplearn n_jobs")
     seed: int = arg(0, "random seed")
     eval_episodes: int = arg(0, "play this many seeded games with the policy and the teacher")
@@ -153,6 +162,8 @@ class DistillConfig:
              "dagger_sticky and dagger_collect_sticky must be in [0, 1)"),
             at_least(self.dagger_max_steps, 1, "--dagger-max-steps"),
             at_least(self.dagger_restarts, 1, "--dagger-restarts"),
+            at_least(self.dagger_reselect, 0, "--dagger-reselect"),
+            at_least(self.dagger_reselect_games, 1, "--dagger-reselect-games"),
             at_least(self.leaves, 2, "--leaves"),
             at_least(self.fire_leaves, 1, "--fire-leaves"),
             at_least(self.sample_records, 10, "--sample-records"),
@@ -703,23 +714,73 @@ def dagger(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
            fit: Callable[[DatasetArrays], tuple[SymbolicPolicy, dict[str, Any]]] | None = None
            ) -> tuple[SymbolicPolicy, dict[str, Any], DatasetArrays]:
     """``cfg.dagger_restarts`` loops of :func:`dagger_loop` from the same start, each
-    collecting other games into a folder of its own; returns the best round of all (the
-    policy, its metrics with every loop's rounds) and that loop's aggregated dataset."""
-    best = None
-    loops = []
+    collecting other games into a folder of its own; returns the best round of all (or, with
+    ``cfg.dagger_reselect``, the best of the best rounds on fresh selection games: see
+    :func:`reselect`), its metrics with every loop's rounds, and that loop's aggregated
+    dataset."""
+    loops, kept, grown = [], [], []
     for r in range(cfg.dagger_restarts):
         sub = folder if cfg.dagger_restarts == 1 else folder / f"loop_{r}"
-        kept, key, rounds, grown = dagger_loop(cfg, data, policy, metrics, sub, players, fit, r)
+        best, key, rounds, data_r = dagger_loop(cfg, data, policy, metrics, sub, players, fit, r)
         loops.append(rounds)
-        if best is None or key > best[0]:
-            best = (key, kept, grown, r)
-    _, kept, grown, r = best
-    print(f"[distill] kept round {best[0][2]}" + (f" of loop {r}" if len(loops) > 1 else "") +
-          f": selection return {best[0][0]:+.2f}", flush=True)
-    kept.metrics = dict(kept.metrics, dagger=loops[r], dagger_kept=best[0][2],
+        kept.append((key, best, sub))
+        grown.append(data_r)
+    r = max(range(len(kept)), key=lambda i: kept[i][0])
+    (key, best, _), k = kept[r], kept[r][0][2]
+    print(f"[distill] kept round {k}" + (f" of loop {r}" if len(loops) > 1 else "") +
+          f": selection return {key[0]:+.2f}", flush=True)
+    extra: dict[str, Any] = {}
+    if cfg.dagger_reselect:
+        r, k, best, extra["dagger_reselect"] = reselect(cfg, loops, [s for _, _, s in kept],
+                                                        players)
+    best.metrics = dict(best.metrics, dagger=loops[r], dagger_kept=k,
                         dagger_loops=loops if cfg.dagger_restarts > 1 else None,
-                        dagger_loop_kept=r)
-    return kept, kept.metrics, grown
+                        dagger_loop_kept=r, **extra)
+    return best, best.metrics, grown[r]
+
+
+def reselect(cfg: DistillConfig, loops: list[list[dict[str, Any]]], folders: list[Path],
+             players: tuple[Run, str]
+             ) -> tuple[int, int, SymbolicPolicy, list[dict[str, Any]]]:
+    """The ``cfg.dagger_reselect`` rounds of all ``loops`` with the best selection returns
+    (ties: validation agreement, then the later round) play ``cfg.dagger_reselect_games``
+    fresh selection games as they are and under sticky actions; returns the loop, round and
+    policy (read from the round's folder) with the best mean there (ties: the first stage's
+    order), and each candidate's record."""
+    from diffses.perception import Perception
+    from diffses.play import play_symbolic
+    ranked = sorted(((e["select_return"], e["validation_agreement"], e["round"], r)
+                     for r, rounds in enumerate(loops) for e in rounds), reverse=True)
+    seeds = [RESELECT_SEED + i for i in range(cfg.dagger_reselect_games)]
+    chosen = [(select, k, r, SymbolicPolicy.load(folders[r] / f"dagger_{k}" / POLICY))
+              for select, _, k, r in ranked[:cfg.dagger_reselect]]
+    detector = _loop_detector(cfg, players, chosen[0][3])
+    records, best = [], None
+    for select, k, r, policy in chosen:
+        fresh = [x for sticky in dict.fromkeys([0.0, cfg.dagger_sticky])
+                 for x in play_symbolic(policy, Perception(detector), players[0], seeds,
+                                        cfg.dagger_max_steps, sticky, [])]
+        records.append({"loop": r, "round": k, "select_return": select,
+                        "fresh_returns": fresh, "fresh_return": float(np.mean(fresh))})
+        print(f"[distill] reselect: round {k} of loop {r}, selection return {select:+.2f}, "
+              f"fresh games {records[-1]['fresh_return']:+.2f}", flush=True)
+        if best is None or records[-1]["fresh_return"] > best[0]:
+            best = (records[-1]["fresh_return"], r, k, policy)
+    _, r, k, policy = best
+    print(f"[distill] kept round {k} of loop {r} on the fresh games: {best[0]:+.2f}",
+          flush=True)
+    return r, k, policy, records
+
+
+def _loop_detector(cfg: DistillConfig, players: tuple[Run, str], policy: SymbolicPolicy
+                   ) -> Any:
+    """The detector the loop's policies play through, naming types as ``policy``'s layout
+    reads them."""
+    from diffses.detection import detector_for, load_detector
+    teacher_run, detector_ref = players
+    detector = load_detector(detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir,
+                             device=cfg.device)
+    return detector_for(policy.layout.type_names, detector, "the distilled policy", detector_ref)
 
 
 def dagger_loop(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
@@ -735,14 +796,11 @@ def dagger_loop(cfg: DistillConfig, data: DatasetArrays, policy: SymbolicPolicy,
     the better validation agreement, then the later round) with its key, the rounds and the
     aggregated dataset, written into ``folder``."""
     from diffses import dataset as ds
-    from diffses.detection import detector_for, load_detector
     from diffses.perception import Perception
     from diffses.play import play_symbolic
     fit = fit or (lambda d: fit_policy(cfg, d))
     teacher_run, detector_ref = players
-    detector = detector_for(policy.layout.type_names, load_detector(
-        detector_ref, env_id=teacher_run.env_id, runs_dir=cfg.runs_dir, device=cfg.device),
-        "the distilled policy", detector_ref)
+    detector = _loop_detector(cfg, players, policy)
     select = [SELECT_SEED + i for i in range(cfg.dagger_select)]
     rounds: list[dict[str, Any]] = []
     best: tuple[tuple[float, float, int], SymbolicPolicy, dict[str, Any]] | None = None

@@ -126,6 +126,11 @@ class ResultsConfig:
                                 "collection games; the best round of all is kept")
     gp_loop_restarts: int = arg(1, "imitation loop: loops per seed of a GP route (each round "
                                    "costs a GP search)")
+    loop_reselect: int = arg(0, "imitation loop: the rounds with the best selection returns, "
+                                "this many, replayed on --loop-reselect-games fresh selection "
+                                "games, the best there kept (0: keep the best round)")
+    loop_reselect_games: int = arg(8, "imitation loop: fresh selection games of "
+                                      "--loop-reselect (played as they are and under --sticky)")
     loop_records: int = arg(5000, "imitation loop: records a GP route draws (by weight) to "
                                   "fit on each round")
     leaves: int = arg(8, "imitation loop: most leaves of a decision tree")
@@ -164,10 +169,12 @@ class ResultsConfig:
         positive = ("eval_episodes", "dataset_episodes", "finetune_steps", "finetune_max_steps",
                     "restarts", "select_episodes", "evolve_population", "evolve_generations",
                     "tune_episodes", "dagger_episodes", "loop_episodes", "loop_select",
-                    "loop_restarts", "gp_loop_restarts", "loop_rounds", "loop_generations")
+                    "loop_restarts", "gp_loop_restarts", "loop_rounds", "loop_generations",
+                    "loop_reselect_games")
         require([*(at_least(getattr(self, k), 1, f"--{k.replace('_', '-')}") for k in positive),
                  at_least(self.eval_max_steps, 1, "--eval-max-steps"),
                  at_least(self.tune_trials, 0, "--tune-trials"),
+                 at_least(self.loop_reselect, 0, "--loop-reselect"),
                  at_least(self.dagger, 0, "--dagger"),
                  at_least(self.generations, 2, "--generations"),
                  at_least(self.leaves, 2, "--leaves"),
@@ -187,6 +194,7 @@ class ResultsConfig:
                        select_episodes=1, tune_trials=min(self.tune_trials, 2), tune_episodes=1,
                        loop_rounds=min(self.loop_rounds, 2), loop_episodes=1, loop_select=1,
                        loop_restarts=1, gp_loop_restarts=1,
+                       loop_reselect=min(self.loop_reselect, 2), loop_reselect_games=1,
                        loop_population=min(self.loop_population, 100),
                        loop_generations=min(self.loop_generations, 3))
 
@@ -464,8 +472,12 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
             lcfg = replace(dcfg, **options, leaves=cfg.leaves, dagger=cfg.loop_rounds,
                            dagger_episodes=cfg.loop_episodes, dagger_restarts=restarts,
                            restarts=1, population_size=cfg.loop_population,
-                           generations=cfg.loop_generations, sample_records=cfg.loop_records)
-            method = f"{label}{size} ({cfg.loop_rounds} rounds)"
+                           generations=cfg.loop_generations, sample_records=cfg.loop_records,
+                           dagger_reselect=cfg.loop_reselect,
+                           dagger_reselect_games=cfg.loop_reselect_games)
+            again = (f", best {cfg.loop_reselect} again on {cfg.loop_reselect_games} fresh games"
+                     if cfg.loop_reselect else "")
+            method = f"{label}{size} ({cfg.loop_rounds} rounds{again})"
             _, route_split, route_path = _distilled(table, perception, method, lcfg, data)
             if key in cfg.finetune_routes:
                 finetune_rows(cfg, table, perception, detector_ref, route_path,

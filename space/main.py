@@ -59,7 +59,7 @@ def dispatch(task: Task) -> None:
         from space.train import train
         train(task)
     elif task.task == "fast":
-        from space.fast import fast_task
+        from space.train import fast_task
         fast_task(task)
     else:
         from space.eval_run import evaluate_task

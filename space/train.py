@@ -21,6 +21,7 @@ from diffses.runs import Run, check_runs_dir, resolve_run
 from diffses.utils import resolve_device, seed_everything
 from space.config import DetectConfig, SpaceConfig, config_from, load_config, to_dict
 from space.data import augment, crop_box, load_frames, load_inputs, select_records
+from space.fast import fast_config, fast_payload, train_fast
 from space.model import (Hyper, Space, SpaceDetector, build_model, fit_types,
                          read_checkpoint, save_checkpoint, schedule)
 from space.visual import colour, draw_boxes, tile
@@ -282,4 +283,50 @@ def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
                 "checkpoint_mb": round(final.stat().st_size / 2**20, 3)})
     print(f"[space] {type_info['k']} types, {type_info['objects_per_frame']} objects per frame; "
           f"checkpoint {final}; tensorboard --logdir {run.path / 'tb'}")
+    return run
+
+
+def fast_task(task: Task) -> Run:
+    """``--task fast``: train the student of a SPACE checkpoint (``--checkpoint``, a run
+    folder, ``latest`` or a file) on a frames run (``--frames``, default the one SPACE was
+    trained on) into a new SPACE run whose ``checkpoint.pt`` holds both; returns the run."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    check_task(task)
+    if task.config is not None or task.out is not None:
+        raise UserError("--task fast takes its config from --checkpoint (change it with fast.* "
+                        "overrides) and writes a run folder under --runs-dir; drop "
+                        "--config/--out")
+    ref = task.checkpoint or "latest"
+    path = Path(ref) if Path(ref).is_file() else \
+        find_run("--checkpoint", ref, STAGE, task.runs_dir).path / FINAL
+    try:
+        payload = read_checkpoint(path)
+    except UserError as err:
+        raise UserError(f"--checkpoint: {err}") from None
+    cfg = fast_config(payload, task.overrides)
+    apply_threads(cfg)
+    device = resolve_device(cfg.device)
+    env_id = payload.get("env_id")
+    frames = frames_run_for(task.frames or payload.get("frames_run") or "latest", task.runs_dir,
+                            env_id)
+    detector = SpaceDetector.from_payload(payload, device, str(path), {"detect.fast": False})
+    name = str(task.overrides.get("name", f"{cfg.name}_fast"))
+    run = Run.create(task.runs_dir, STAGE, env_id or frames.env_id, name, cfg.seed,
+                     to_dict(cfg))
+    with run.failing():
+        run.add_input("checkpoint", path)
+        run.manifest["frames_run"] = str(frames.path)
+        writer = SummaryWriter(str(run.path / "tb"))
+        try:
+            net, info = train_fast(detector, frames, cfg, device, writer)
+        finally:
+            writer.close()
+        kept = {k: v for k, v in payload.items()
+                if k not in ("format", "config", "step", "model", "fast")}
+        final = save_checkpoint(run.path / FINAL, detector.model, cfg, payload["step"],
+                                {**kept, "fast": fast_payload(net.cpu(), info)})
+        run.add_output(final)
+        run.finish({"fast": info, "checkpoint_mb": round(final.stat().st_size / 2**20, 3)})
+    print(f"[space] fast student: {info.get('validation', {})}; checkpoint {final}")
     return run

@@ -157,6 +157,8 @@ def test_config_file_is_read_and_flags_win(tmp_path):
     (dict(const_range=(3.0, -3.0)), "const_range"),
     (dict(function_set=("add", "sbu")), "did you mean 'sub'"),
     (dict(validation_fraction=1.0), "validation_fraction"),
+    (dict(dagger_reselect=-1), "--dagger-reselect"),
+    (dict(dagger_reselect_games=0), "--dagger-reselect-games"),
 ])
 def test_bad_config_values_are_clear_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
@@ -214,3 +216,29 @@ def test_dagger_rounds_add_the_teachers_labels_on_the_forests_games(teacher_run,
     kept = SymbolicPolicy.load(done.path / f"dagger_{best}" / "policy.json")
     assert kept.trees == policy.trees
     assert SELECT_SEED > 5009  # selection games lie apart from the evaluation games
+
+
+def test_reselect_keeps_the_best_of_the_top_rounds_on_fresh_games(teacher_run, tmp_path):
+    from diffses.dataset import DatasetConfig, run as build
+    from diffses.distill import RESELECT_SEED, SELECT_SEED, run as distil_run
+    built = build(DatasetConfig(teacher=str(teacher_run.path), n_steps=150, seed=3,
+                                runs_dir=str(tmp_path), progress=False, device="cpu"))
+    done = distil_run(DistillConfig(dataset=str(built.path), learner="tree", leaves=4,
+                                    dagger=1, dagger_episodes=1, dagger_select=1,
+                                    dagger_restarts=2, dagger_reselect=3,
+                                    dagger_reselect_games=1, dagger_max_steps=40,
+                                    runs_dir=str(tmp_path)))
+    policy = SymbolicPolicy.load(done.path / "policy.json")
+    loops = policy.metrics["dagger_loops"]
+    ranked = sorted(((e["select_return"], e["validation_agreement"], e["round"], r)
+                     for r, rounds in enumerate(loops) for e in rounds), reverse=True)
+    records = policy.metrics["dagger_reselect"]
+    assert [(e["loop"], e["round"]) for e in records] == [(r, k) for _, _, k, r in ranked[:3]]
+    assert all(len(e["fresh_returns"]) == 2 for e in records)  # as they are and sticky
+    best = max(records, key=lambda e: e["fresh_return"])
+    assert (policy.metrics["dagger_loop_kept"], policy.metrics["dagger_kept"]) == \
+        (best["loop"], best["round"])
+    kept = SymbolicPolicy.load(done.path / f"loop_{best['loop']}" / f"dagger_{best['round']}"
+                               / "policy.json")
+    assert kept.trees == policy.trees and policy.metrics["dagger"] == loops[best["loop"]]
+    assert RESELECT_SEED >= SELECT_SEED + 100  # fresh games are not the selection games
