@@ -119,9 +119,9 @@ def main() -> None:
     cnn = timings["teacher CNN forward (predict)"]
     print(f"\n{run.env_id}, {n} frames, batch 1, one thread; forest of {policy.n_actions} "
           f"trees, {sum(len(t) for t in policy.trees)} nodes")
-    print(f"{'path':<54}{'µs per decision':>16}{'CNN / this':>12}")
+    print(f"{'path':<60}{'µs per decision':>16}{'CNN / this':>12}")
     for name, seconds in timings.items():
-        print(f"{name:<54}{seconds * 1e6:>16.2f}{cnn / seconds:>12.1f}")
+        print(f"{name:<60}{seconds * 1e6:>16.2f}{cnn / seconds:>12.1f}")
     step_ratio = timings["teacher step: preprocess + CNN"] / \
         timings["symbolic step: SPACE + tracking + features + forest"]
     print(f"whole step, teacher / symbolic: {step_ratio:.2f}")

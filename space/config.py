@@ -164,7 +164,7 @@ class FastConfig:
     """``--task fast``: a small convolutional student trained to give, per grid cell, the
     presence probability, box and type the SPACE model gives there (see ``space/fast.py``)."""
 
-    #: channels of the first layer (stride 4, or 2 for a 2-pixel cell)
+    #: channels of the first layer (its stride 2, 3, 4 or 5, as the cell size allows)
     channels: int = 16
     #: channels of the stride-2 layers down to the cell size and of the layers after them
     feat_channels: int = 32
