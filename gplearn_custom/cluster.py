@@ -34,7 +34,7 @@ PACKAGES = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "numpy",
 #: The project's packages: their source is fingerprinted, since tasks run their code.
 PROJECT_PACKAGES = ("gplearn_custom", "see", "diffses", "space")
 STARTING = ("start a scheduler with `dask scheduler` and workers with `dask worker ADDRESS "
-            "--nthreads 1` (docs/cluster.md)")
+            "--nthreads 1`, both with the project on PYTHONPATH (docs/cluster.md)")
 
 _STATE: dict[tuple[str, int], Any] = {}
 _STATE_LOCK = threading.Lock()
@@ -94,14 +94,20 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT,
 
 
 def check(client: "Client") -> None:
-    """Refuse workers that cannot import the project or whose :func:`facts` differ."""
+    """Refuse a scheduler or workers that cannot import the project, and workers whose
+    :func:`facts` differ."""
     mine = facts()
     problems = []
+    try:
+        client.run_on_scheduler(facts)
+    except Exception as err:  # raised on the scheduler, whatever it was
+        problems.append(f"the scheduler cannot import this project ({err!r}): start it with "
+                        f"the project on PYTHONPATH (docs/cluster.md)")
     for worker, theirs in sorted(client.run(facts, on_error="return").items()):
         if isinstance(theirs, BaseException):
             problems.append(f"worker {worker} cannot import this project ({theirs}): start "
-                            f"it in the project folder (or with the project on PYTHONPATH) "
-                            f"after `pip install -r requirements.txt`")
+                            f"it with the project on PYTHONPATH after "
+                            f"`pip install -r requirements.txt`")
             continue
         differ = [f"{k} {mine[k]} here, {theirs.get(k)} there" for k in mine
                   if theirs.get(k) != mine[k]]

@@ -26,11 +26,13 @@ def project_env() -> dict[str, str]:
 
 class DaskCluster:
     """A scheduler and ``n_workers`` one-thread workers; ``env`` and ``cwd`` are the
-    workers' (default: :func:`project_env`, the project folder)."""
+    workers' (default: :func:`project_env`, the project folder), ``scheduler_env`` the
+    scheduler's (default: :func:`project_env`)."""
 
     def __init__(self, n_workers: int = 2, env: dict[str, str] | None = None,
-                 cwd: str | Path = ROOT):
+                 cwd: str | Path = ROOT, scheduler_env: dict[str, str] | None = None):
         self.n_workers, self.env, self.cwd = n_workers, env or project_env(), cwd
+        self.scheduler_env = scheduler_env or project_env()
         self.folder = tempfile.TemporaryDirectory()
         self.file = Path(self.folder.name) / "scheduler.json"
         self.scheduler: subprocess.Popen | None = None
@@ -44,7 +46,7 @@ class DaskCluster:
         """Start the scheduler and the workers; return when every worker has registered."""
         self.scheduler = subprocess.Popen(
             [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--idle-timeout", "300s", "--scheduler-file", str(self.file)], env=project_env(),
+             "--idle-timeout", "300s", "--scheduler-file", str(self.file)], env=self.scheduler_env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self.file.is_file():

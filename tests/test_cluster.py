@@ -148,6 +148,13 @@ def test_a_worker_without_the_project_is_refused(tmp_path):
             connect(running.address)
 
 
+def test_a_scheduler_without_the_project_is_refused():
+    bare = {k: v for k, v in project_env().items() if k != "PYTHONPATH"}
+    with DaskCluster(1, scheduler_env=bare) as running:
+        with pytest.raises(ClusterError, match="the scheduler cannot import this project"):
+            connect(running.address)
+
+
 def test_a_worker_with_another_version_of_the_project_is_refused(tmp_path):
     for name in ("gplearn_custom", "see", "diffses", "space"):
         shutil.copytree(ROOT / name, tmp_path / name,
