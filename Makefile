@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking results-pong-dagger routes-breakout routes-pong
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking results-pong-dagger routes-breakout routes-pong routes-pong-reselect
 
 venv: $(STAMP)
 
@@ -97,6 +97,14 @@ routes-pong: $(STAMP)
 	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari \
 		--routes tree gp --leaves 100 --restarts 1 --eval-max-steps 3000 \
 		$(ROUTES_ARGS) --runs-dir $(RUNS) --name routes
+
+# The tree's loop three times per seed, its best four rounds replayed on 8 fresh selection
+# games each (as they are and sticky), the best there kept: the shipped Pong policy's row.
+routes-pong-reselect: $(STAMP)
+	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari --routes tree \
+		--leaves 100 --loop-restarts 3 --restarts 1 --eval-max-steps 3000 --finetunes cmaes \
+		--no-finetune-distilled --tune-trials 0 --loop-reselect 4 --loop-reselect-games 8 \
+		--runs-dir $(RUNS) --name routes-reselect
 
 # The README's figures, redrawn into docs/figures from the tracked tables (docs/results/*.json)
 # and the shipped teachers' curves, nothing rerun (FIGURES_ARGS="--video-policy

@@ -195,8 +195,11 @@ def run(cfg: FiguresConfig) -> Run:
                                                  teacher.env_id))
             except UserError as err:
                 print(f"[figures] no learning curve for {teacher.path}: {err}")
+        shown: dict[str, int] = {}
         for table in tables:
             game = game_name(table["env_id"])
+            shown[game] = shown.get(game, 0) + 1
+            game += f"_{shown[game]}" if shown[game] > 1 else ""
             made += returns_chart(table, run_.path / f"results_returns_{game}")
             made += finetune_chart(table, run_.path / f"finetune_curves_{game}") or []
             made += sizes_chart(table, run_.path / f"formula_sizes_{game}") or []

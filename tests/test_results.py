@@ -213,3 +213,16 @@ def test_results_cli_refuses_a_missing_detector_and_bad_starts(teacher_run, tmp_
                           start=(str(ROOT / "docs/policies/breakout_tracking.json"),),
                           runs_dir=str(tmp_path)))
     assert not (tmp_path / "results").exists()
+
+
+def test_a_shipped_seed_is_chosen_by_its_fresh_games_when_its_rounds_were_replayed():
+    from diffses.pretrained import _select_return
+    policy = SymbolicPolicy.load(Path(__file__).resolve().parent.parent / "pretrained" / "policies"
+                                 / "pong.json")
+    rounds = [{"round": 0, "select_return": -3.0}, {"round": 1, "select_return": 9.5}]
+    policy.metrics = {"dagger": rounds, "dagger_kept": 1}
+    assert _select_return(policy) == 9.5
+    policy.metrics["dagger_reselect"] = [{"fresh_return": 4.25}, {"fresh_return": 6.5}]
+    assert _select_return(policy) == 6.5
+    policy.metrics = {}
+    assert _select_return(policy) == float("-inf")
