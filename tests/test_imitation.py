@@ -3,6 +3,7 @@ meaning and sticky-action games."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,24 +64,30 @@ def test_margin_weights_draw_the_records_where_the_choice_matters():
     assert unweighted.drawn(10, seed=0) is unweighted
 
 
-def confusing_dataset(n: int = 1200, seed: int = 0) -> Dataset:
-    """UP when the ball is above the player, DOWN below, where the teacher is sure; where it
-    is not (most records, the ball far away) its action follows the player's speed instead."""
+def player_and_ball(n: int, seed: int) -> Iterator[tuple[int, int, int, float, bool, list]]:
+    """Per record: its index, the player's and the ball's heights, the player's speed, whether
+    the teacher is sure there (every 4th record) and the record's two objects."""
     rng = np.random.default_rng(seed)
-    records = []
     for i in range(n):
         py, by = (int(v) for v in rng.integers(20, 190, size=2))
         vy = float(rng.normal(0, 2))
-        sure = i % 4 == 0
+        yield i, py, by, vy, i % 4 == 0, [
+            {"type": 0, "x_velocity": 0.0, "y_velocity": vy, "x_position": 140, "y_position": py},
+            {"type": 1, "x_velocity": 0.0, "y_velocity": 0.0, "x_position": 80, "y_position": by}]
+
+
+def confusing_dataset(n: int = 1200, seed: int = 0) -> Dataset:
+    """UP when the ball is above the player, DOWN below, where the teacher is sure; where it
+    is not (most records, the ball far away) its action follows the player's speed instead."""
+    records = []
+    for i, py, by, vy, sure, state in player_and_ball(n, seed):
         up = by < py if sure else vy > 0
         p = 0.98 if sure else 0.36
         probs = [p, 1 - p - 0.01, 0.01] if up else [1 - p - 0.01, p, 0.01]
         if not sure:
             probs = [0.35, 0.34, 0.31] if up else [0.34, 0.35, 0.31]
-        records.append({"state": [
-            {"type": 0, "x_velocity": 0.0, "y_velocity": vy, "x_position": 140, "y_position": py},
-            {"type": 1, "x_velocity": 0.0, "y_velocity": 0.0, "x_position": 80, "y_position": by}],
-            "teacher_action": 0 if up else 1, "episode": i // 100, "teacher_probs": probs})
+        records.append({"state": state, "teacher_action": 0 if up else 1, "episode": i // 100,
+                        "teacher_probs": probs})
     return Dataset(Path("confusing.json"), records, dict(META))
 
 
@@ -148,12 +155,8 @@ def synonym_dataset(n: int = 1200, seed: int = 0) -> Dataset:
     """The teacher of :func:`confusing_dataset`, sure where the ball is near, but with its
     certainty split evenly between a move and the same move firing; elsewhere it follows the
     player's speed, unsure, mostly by one action."""
-    rng = np.random.default_rng(seed)
     records = []
-    for i in range(n):
-        py, by = (int(v) for v in rng.integers(20, 190, size=2))
-        vy = float(rng.normal(0, 2))
-        sure = i % 4 == 0
+    for i, py, by, vy, sure, state in player_and_ball(n, seed):
         move = int(by >= py) if sure else int(vy <= 0)
         if sure:
             probs = [0.0] * 4
@@ -162,9 +165,8 @@ def synonym_dataset(n: int = 1200, seed: int = 0) -> Dataset:
         else:
             probs = [0.14] * 4
             probs[move], probs[1 - move] = 0.36, 0.22
-        records.append({"state": [
-            {"type": 0, "x_velocity": 0.0, "y_velocity": vy, "x_position": 140, "y_position": py},
-            {"type": 1, "x_velocity": 0.0, "y_velocity": 0.0, "x_position": 80, "y_position": by}],
+        records.append({
+            "state": state,
             "teacher_action": int(np.argmax(probs)) if not sure else move + 2 * (i % 8 == 0),
             "episode": i // 100, "teacher_probs": probs})
     return Dataset(Path("synonyms.json"), records, dict(
