@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from diffses.cli import arg
-from diffses.distill import RESELECT_SEED, SELECT_SEED
 from diffses.curves import plot_learning_curves, read_curve
+from diffses.distill import RESELECT_SEED, SELECT_SEED
 from diffses.errors import UserError
 from diffses.envs import require_same_game
 from diffses.io import atomic_write_json, read_json, sha256_file
@@ -163,12 +163,18 @@ def _select_return(policy: SymbolicPolicy) -> float:
     """The selection return of a policy's kept DAgger round: its mean on the fresh selection
     games where the best rounds were replayed (``--dagger-reselect``), else on its loop's
     selection games (-inf without rounds)."""
-    fresh = policy.metrics.get("dagger_reselect")
-    if fresh:
-        return max(r["fresh_return"] for r in fresh)
+    if policy.metrics.get("dagger_reselect"):
+        return max(r["fresh_return"] for r in policy.metrics["dagger_reselect"])
     rounds = policy.metrics.get("dagger") or []
     kept = policy.metrics.get("dagger_kept")
     return next((r["select_return"] for r in rounds if r["round"] == kept), float("-inf"))
+
+
+def _selection_games(policy: SymbolicPolicy) -> str:
+    """Where :func:`_select_return` was measured, in words."""
+    if policy.metrics.get("dagger_reselect"):
+        return f"seed {RESELECT_SEED}, where the best rounds were replayed"
+    return f"seed {SELECT_SEED}"
 
 
 def ship_policy(cfg: ShipPolicyConfig) -> Path:
@@ -203,9 +209,7 @@ def ship_policy(cfg: ShipPolicyConfig) -> Path:
                                     "--teacher", cfg.teacher]),
         "seeds": config["seeds"], "seed": config["seeds"][index],
         "chosen_by": "the best selection return of the row's seeds (selection games from "
-                     + (f"seed {RESELECT_SEED}, where the best rounds were replayed"
-                        if policy.metrics.get("dagger_reselect") else f"seed {SELECT_SEED}")
-                     + ", as they are and sticky)",
+                     f"{_selection_games(policy)}, as they are and sticky)",
         "selection_return": _select_return(policy),
         "nodes": policy.metrics.get("nodes"), "nodes_kind": policy.metrics.get("nodes_kind"),
         "eval": {"seeds": table["eval_seeds"], "max_steps": config.get("eval_max_steps"),

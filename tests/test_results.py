@@ -22,7 +22,7 @@ from diffses.distill import tree_forest
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
-from diffses.pretrained import ShipPolicyConfig, ship_policy
+from diffses.pretrained import ShipPolicyConfig, _select_return, ship_policy
 from diffses.results import FINETUNES, ROUTES, ResultsConfig, Table, run
 from planted import rule_dataset
 from see.tree import logits
@@ -216,9 +216,7 @@ def test_results_cli_refuses_a_missing_detector_and_bad_starts(teacher_run, tmp_
 
 
 def test_a_shipped_seed_is_chosen_by_its_fresh_games_when_its_rounds_were_replayed():
-    from diffses.pretrained import _select_return
-    policy = SymbolicPolicy.load(Path(__file__).resolve().parent.parent / "pretrained" / "policies"
-                                 / "pong.json")
+    policy = SymbolicPolicy.load(ROOT / "pretrained" / "policies" / "pong.json")
     rounds = [{"round": 0, "select_return": -3.0}, {"round": 1, "select_return": 9.5}]
     policy.metrics = {"dagger": rounds, "dagger_kept": 1}
     assert _select_return(policy) == 9.5
