@@ -61,9 +61,11 @@ def load_policy(ref: str, runs_dir: str) -> tuple[SymbolicPolicy, Path]:
 
 
 def load_player(ref: str, runs_dir: str, teacher: str | None = None,
-                detector: str | None = None) -> tuple[SymbolicPolicy, Run, Detector]:
+                detector: str | None = None, overrides: dict[str, Any] | None = None
+                ) -> tuple[SymbolicPolicy, Run, Detector]:
     """A policy with the teacher run and the detector it plays with: ``teacher`` and
-    ``detector`` when given, else the ones its provenance names."""
+    ``detector`` when given, else the ones its provenance names; ``overrides`` change a SPACE
+    detector's detection settings."""
     policy, path = load_policy(ref, runs_dir)
     teacher = teacher or policy.provenance.get("teacher_run")
     detector = detector or policy.provenance.get("detector")
@@ -74,7 +76,8 @@ def load_player(ref: str, runs_dir: str, teacher: str | None = None,
     require_same_game(f"teacher {teacher_run.path}", teacher_run.env_id, f"policy {path}",
                       policy.env_id)
     return policy, teacher_run, detector_for(policy.layout.type_names, load_detector(
-        detector, env_id=teacher_run.env_id, runs_dir=runs_dir, device="cpu"), str(path),
+        detector, env_id=teacher_run.env_id, runs_dir=runs_dir, device="cpu",
+        overrides=overrides), str(path),
         detector)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from diffses.cli import arg
+from diffses.cli import arg, parse_overrides
 from diffses.curves import pyplot, save_figure
 from diffses.envs import VisualShift, env_info, resolve_env
 from diffses.errors import UserError
@@ -95,6 +95,8 @@ class TransferConfig:
                                         "policy.json files")
     detector: str | None = arg(None, "perception of the symbolic agents: 'ocatari' or a SPACE "
                                      "checkpoint/run (default: each policy's own)")
+    detector_set: tuple[str, ...] = arg((), "detection settings of a SPACE detector, KEY=VALUE "
+                                            "(e.g. detect.palette=true; see docs/space.md)")
     targets: tuple[str, ...] = arg(("difficulty=1", "background=0,0,0", "noise=20",
                                     "shift=4,0"),
                                    "variants: mode=N, difficulty=N, background=R,G,B, "
@@ -174,7 +176,8 @@ def policy_names(refs: Sequence[str]) -> list[str]:
 def symbolic_agent(cfg: TransferConfig, ref: str, name: str
                    ) -> tuple[str, Callable[[], Callable[..., int]], dict[str, Any]]:
     """A symbolic policy of ``--policies`` with its perception, as an agent named ``name``."""
-    policy, _, detector = load_player(ref, cfg.runs_dir, cfg.teacher, cfg.detector)
+    policy, _, detector = load_player(ref, cfg.runs_dir, cfg.teacher, cfg.detector,
+                                      parse_overrides(cfg.detector_set))
     label = f"{name} ({Path(detector.name).name})"
     return label, lambda: SymbolicAgent(policy, Perception(detector)), \
         Perception(detector).env_kwargs

@@ -157,6 +157,10 @@ class DetectConfig:
     snap: bool = True
     #: detect through the checkpoint's fast student (``--task fast``) when it holds one
     fast: bool = True
+    #: project every pixel onto the palette of the frames the detector learned from before
+    #: detecting (``space/palette.py``): pixel noise and colours the game never drew (a
+    #: repainted background) go back to the game's own; needs a checkpoint holding a palette
+    palette: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,9 @@ class EvalConfig:
     #: record in the checkpoint the class each learned type matched, so policies distilled on
     #: ocatari objects play through this detector
     name_types: bool = False
+    #: record in the checkpoint the palette of the scored frames (for ``detect.palette``;
+    #: checkpoints trained now hold their training frames' palette already)
+    palette: bool = False
 
 
 @dataclass(frozen=True)

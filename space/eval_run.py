@@ -20,6 +20,7 @@ from space.config import SpaceConfig, config_from, load_config, to_dict
 from space.data import load_frames, select_records
 from space.evaluate import evaluate
 from space.model import SpaceDetector, read_checkpoint
+from space.palette import palette_of
 from space.train import (FINAL, STAGE, Task, apply_threads, check_task, find_run,
                          frames_run_for)
 from space.visual import colour, draw_boxes, tile
@@ -141,7 +142,19 @@ def evaluate_task(task: Task) -> dict[str, Any]:
     print(f"[space] wrote {json_path} and {png_path}")
     if cfg.eval.name_types:
         name_types(path, scores["type_to_class"])
+    if cfg.eval.palette:
+        colours = palette_of(frames)
+        amend_checkpoint(path, palette=colours)
+        print(f"[space] recorded in {path} the palette of the scored frames: {len(colours)} "
+              f"colours")
     return result
+
+
+def amend_checkpoint(path: Path, **items: Any) -> None:
+    """Set ``items`` in the checkpoint at ``path`` (atomically)."""
+    payload = read_checkpoint(path)
+    payload.update(items)
+    atomic_save(path, lambda buf: torch.save(payload, buf))
 
 
 def name_types(path: Path, classes: dict[int, str]) -> None:
@@ -149,9 +162,7 @@ def name_types(path: Path, classes: dict[int, str]) -> None:
     if not classes:
         raise UserError(f"no detection matched a ground-truth object; the types of {path} "
                         f"stay unnamed")
-    payload = read_checkpoint(path)
-    payload["type_classes"] = {int(t): c for t, c in classes.items()}
-    atomic_save(path, lambda buf: torch.save(payload, buf))
+    amend_checkpoint(path, type_classes={int(t): c for t, c in classes.items()})
     print(f"[space] named the types in {path}: " +
           ", ".join(f"type{t} = {c}" for t, c in sorted(classes.items())))
 

@@ -36,6 +36,7 @@ from diffses.utils import resolve_device
 from space.config import (LossConfig, ModelConfig, SpaceConfig, config_from, encoder_strides,
                           to_dict)
 from space.data import preprocess, to_native
+from space.palette import Palette
 
 EPS = 1e-5
 
@@ -530,8 +531,10 @@ class SpaceDetector(Detector):
 
     def __init__(self, model: Space, cfg: SpaceConfig, types: TypeModel | None,
                  device: str = "cpu", name: str = "space", env_id: str | None = None,
-                 fast: nn.Module | None = None):
+                 fast: nn.Module | None = None, palette: np.ndarray | None = None):
         self.model = model.to(device).eval()
+        #: the projection frames go through first, when ``detect.palette`` is on
+        self.palette = Palette(palette) if cfg.detect.palette and palette is not None else None
         #: the fast student (``space/fast.py``) detection runs through, when there is one and
         #: ``detect.fast`` is on
         self.fast = fast.to(device).eval() if fast is not None and cfg.detect.fast else None
@@ -569,7 +572,12 @@ class SpaceDetector(Detector):
         if payload.get("fast") and cfg.detect.fast:
             from space.fast import load_fast
             fast = load_fast(payload["fast"], cfg, model)
-        detector = cls(model, cfg, types, device, name, payload.get("env_id"), fast)
+        if cfg.detect.palette and payload.get("palette") is None:
+            raise UserError(f"{name} holds no palette for detect.palette; record one with `python "
+                            f"space/main.py --task eval --checkpoint {name} --frames RUN "
+                            f"eval.palette=true`")
+        detector = cls(model, cfg, types, device, name, payload.get("env_id"), fast,
+                       payload.get("palette"))
         detector.classes = {int(t): str(c) for t, c in
                             (payload.get("type_classes") or {}).items()}
         return detector
@@ -582,6 +590,8 @@ class SpaceDetector(Detector):
         threshold = self.cfg.detect.threshold if threshold is None else threshold
         out = []
         shape = frames.shape[1:]
+        if self.palette is not None:
+            frames = self.palette(frames)
         for start in range(0, len(frames), self.cfg.detect.batch_size):
             chunk = frames[start:start + self.cfg.detect.batch_size]
             if self.fast is not None:

@@ -24,6 +24,7 @@ from space.data import augment, crop_box, load_frames, load_inputs, select_recor
 from space.fast import fast_config, fast_payload, train_fast
 from space.model import (Hyper, Space, SpaceDetector, build_model, fit_types,
                          read_checkpoint, save_checkpoint, schedule)
+from space.palette import palette_of
 from space.visual import colour, draw_boxes, tile
 
 STAGE = "space"
@@ -272,8 +273,10 @@ def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
 
     print("[space] fitting the object types (k-means over z_what)")
     types, type_info = fit_run_types(model, cfg, frames, device)
+    palette = palette_of(load_frames(frames.path, select_records(frames.path, "train", 100)))
     final = save_checkpoint(run.path / FINAL, model, cfg, step,
                             {"types": types, "env_id": frames.env_id,
+                             "palette": palette,
                              "frames_run": str(frames.path), "train_seconds": seconds})
     run.add_output(final)
     run.finish({"steps": step, "train_seconds": round(seconds, 1),

@@ -32,6 +32,7 @@ from space.data import augment, load_frames, load_inputs, preprocess, random_shi
 from space.main import main as space_main
 from space.model import (SpaceDetector, build_model, fit_types, read_checkpoint,
                          save_checkpoint, schedule)
+from space.palette import Palette, palette_of
 from space.train import Task, train
 
 TINY_ARGS = [str(v) if not isinstance(v, list) else json.dumps(v)
@@ -506,6 +507,43 @@ def test_eval_names_the_types_so_an_ocatari_policy_plays_through_the_detector(
     player, _, detector = load_player(str(path), str(tmp_path), str(teacher_run.path), str(ckpt))
     assert detector.type_names == seen.type_names
     assert len(play_symbolic(player, Perception(detector), teacher_run, [0], 20)) == 1
+
+
+def test_the_palette_takes_noise_and_foreign_colours_back_to_the_games_own(
+        trained, pong_frames, tmp_path):
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
+    colours = read_checkpoint(trained.path / "checkpoint.pt")["palette"]
+    assert 3 <= len(colours) <= 8 and colours.dtype == np.uint8  # Pong draws a few colours
+    palette = Palette(colours)
+    np.testing.assert_array_equal(palette(frames), frames)
+    noisy = VisualShift("noise", (20.0,))(frames[0], np.random.default_rng(0))
+    assert (noisy != frames[0]).any(-1).mean() > 0.9
+    assert (palette(noisy) == frames[0]).all(-1).mean() > 0.995
+    flat, counts = np.unique(frames[0].reshape(-1, 3), axis=0, return_counts=True)
+    background = tuple(int(v) for v in flat[counts.argmax()])
+    repainted = VisualShift("background", (background[0] + 12, background[1] - 9,
+                                           background[2] + 7))(frames[0], None)
+    np.testing.assert_array_equal(palette(repainted), VisualShift(
+        "background", background)(frames[0], None))
+    assert len(palette_of(frames, min_share=0.5)) == 1  # the background alone
+
+    ckpt = tmp_path / "old.pt"
+    payload = read_checkpoint(trained.path / "checkpoint.pt")
+    del payload["palette"]
+    torch.save(payload, ckpt)
+    with pytest.raises(UserError, match="eval.palette=true"):
+        SpaceDetector.load(ckpt, device="cpu", overrides={"detect.palette": True})
+    assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
+                       str(pong_frames.path), "--out", str(tmp_path / "eval"), "num_threads=1",
+                       "eval.palette=true"]) == 0
+    np.testing.assert_array_equal(read_checkpoint(ckpt)["palette"], palette_of(
+        load_frames(pong_frames.path, select_records(pong_frames.path, "test"))))
+    settings = {"detect.threshold": 0.0}
+    projected = SpaceDetector.load(ckpt, device="cpu",
+                                   overrides={**settings, "detect.palette": True})
+    plain = SpaceDetector.load(ckpt, device="cpu", overrides=settings)
+    assert projected.detect(noisy[None]) == plain.detect(palette(noisy)[None])
+    assert projected.detect(noisy[None]) != plain.detect(noisy[None])
 
 
 def test_fast_student_finds_what_space_finds_where_space_finds_it(pong_frames, tmp_path, capsys):
