@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from diffses.detection import load_detector  # noqa: E402
 from diffses.distill import DistillConfig, distil, resolve_dataset  # noqa: E402
+from diffses.errors import UserError  # noqa: E402
 from diffses.perception import Perception  # noqa: E402
 from diffses.play import greedy_teacher  # noqa: E402
 from diffses.policy import SymbolicPolicy  # noqa: E402
@@ -116,12 +117,20 @@ def main() -> None:
         fast = load_detector(args.fast, env_id=run.env_id, device="cpu")
         timings["symbolic step: fast student + tracking + features + forest"] = per_call(
             symbolic_step(Perception(fast)), n)
+        try:
+            projected = load_detector(args.fast, env_id=run.env_id, device="cpu",
+                                      overrides={"detect.palette": True})
+        except UserError as err:
+            print(f"[bench] no palette row: {err}")
+        else:
+            timings["symbolic step: palette + fast student + tracking + features + forest"] = \
+                per_call(symbolic_step(Perception(projected)), n)
     cnn = timings["teacher CNN forward (predict)"]
     print(f"\n{run.env_id}, {n} frames, batch 1, one thread; forest of {policy.n_actions} "
           f"trees, {sum(len(t) for t in policy.trees)} nodes")
-    print(f"{'path':<60}{'µs per decision':>16}{'CNN / this':>12}")
+    print(f"{'path':<70}{'µs per decision':>16}{'CNN / this':>12}")
     for name, seconds in timings.items():
-        print(f"{name:<60}{seconds * 1e6:>16.2f}{cnn / seconds:>12.1f}")
+        print(f"{name:<70}{seconds * 1e6:>16.2f}{cnn / seconds:>12.1f}")
     step_ratio = timings["teacher step: preprocess + CNN"] / \
         timings["symbolic step: SPACE + tracking + features + forest"]
     print(f"whole step, teacher / symbolic: {step_ratio:.2f}")
