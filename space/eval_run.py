@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from diffses.detection import Detection, boxes_from_objects, ocatari_categories
 from diffses.envs import ocatari_game, resolve_env
 from diffses.errors import UserError
 from diffses.frames import encode_png
-from diffses.io import atomic_save, atomic_write_bytes, atomic_write_json
+from diffses.io import atomic_write_bytes, atomic_write_json
 from diffses.runs import Run
 from space.config import SpaceConfig, config_from, load_config, to_dict
 from space.data import load_frames, select_records
 from space.evaluate import evaluate
-from space.model import SpaceDetector, read_checkpoint
+from space.model import SpaceDetector, amend_checkpoint, read_checkpoint
 from space.palette import palette_of
 from space.train import (FINAL, STAGE, Task, apply_threads, check_task, find_run,
                          frames_run_for)
@@ -148,13 +147,6 @@ def evaluate_task(task: Task) -> dict[str, Any]:
         print(f"[space] recorded in {path} the palette of the scored frames: {len(colours)} "
               f"colours")
     return result
-
-
-def amend_checkpoint(path: Path, **items: Any) -> None:
-    """Set ``items`` in the checkpoint at ``path`` (atomically)."""
-    payload = read_checkpoint(path)
-    payload.update(items)
-    atomic_save(path, lambda buf: torch.save(payload, buf))
 
 
 def name_types(path: Path, classes: dict[int, str]) -> None:

@@ -503,6 +503,13 @@ def save_checkpoint(path: str | Path, model: Space, cfg: SpaceConfig, step: int,
     return atomic_save(path, lambda buf: torch.save(payload, buf))
 
 
+def amend_checkpoint(path: str | Path, **items: Any) -> None:
+    """Set ``items`` in the checkpoint at ``path`` (atomically)."""
+    payload = read_checkpoint(path)
+    payload.update(items)
+    atomic_save(path, lambda buf: torch.save(payload, buf))
+
+
 def read_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     """A checkpoint's contents; a missing or foreign file is a UserError."""
     path = Path(path)
