@@ -126,6 +126,9 @@ class ResultsConfig:
                                 "collection games; the best round of all is kept")
     gp_loop_restarts: int = arg(1, "imitation loop: loops per seed of a GP route (each round "
                                    "costs a GP search)")
+    loop_collect_sticky: float = arg(0.0, "imitation loop: sticky-action probability of the "
+                                          "policy's labelled games (noise injection: it "
+                                          "strays into states the teacher then labels)")
     loop_reselect: int = arg(0, "imitation loop: the rounds with the best selection returns, "
                                 "this many, replayed on --loop-reselect-games fresh selection "
                                 "games, the best there kept (0: keep the best round)")
@@ -181,6 +184,7 @@ class ResultsConfig:
                  at_least(self.loop_population, 10, "--loop-population"),
                  at_least(self.loop_records, 10, "--loop-records"),
                  (0 <= self.sticky < 1, "--sticky must be in [0, 1)"),
+                 (0 <= self.loop_collect_sticky < 1, "--loop-collect-sticky must be in [0, 1)"),
                  at_least(self.population_size, 10, "--population-size")], UserError)
 
     def effective(self) -> "ResultsConfig":
@@ -474,10 +478,13 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
                            restarts=1, population_size=cfg.loop_population,
                            generations=cfg.loop_generations, sample_records=cfg.loop_records,
                            dagger_reselect=cfg.loop_reselect,
-                           dagger_reselect_games=cfg.loop_reselect_games)
+                           dagger_reselect_games=cfg.loop_reselect_games,
+                           dagger_collect_sticky=cfg.loop_collect_sticky)
+            noise = (f", labelled games sticky {cfg.loop_collect_sticky:g}"
+                     if cfg.loop_collect_sticky else "")
             again = (f", best {cfg.loop_reselect} again on {cfg.loop_reselect_games} fresh games"
                      if cfg.loop_reselect else "")
-            method = f"{label}{size} ({cfg.loop_rounds} rounds{again})"
+            method = f"{label}{size} ({cfg.loop_rounds} rounds{noise}{again})"
             _, route_split, route_path = _distilled(table, perception, method, lcfg, data)
             if key in cfg.finetune_routes:
                 finetune_rows(cfg, table, perception, detector_ref, route_path,

@@ -97,11 +97,12 @@ def test_dagger_rows_refit_the_forest_and_the_tree_on_their_own_games(short_game
                         population_size=30, generations=2, restarts=1, finetunes=(),
                         tune_trials=0, dagger=1, dagger_episodes=1, routes=("tree", "gp"),
                         loop_rounds=1, loop_episodes=1, loop_select=1, leaves=4,
-                        loop_population=30, loop_generations=2, runs_dir=str(tmp_path))
+                        loop_population=30, loop_generations=2, loop_collect_sticky=0.25,
+                        runs_dir=str(tmp_path))
     done = run(cfg)
     rows = {r["method"]: r for r in json.loads((done.path / "results.json").read_text())["rows"]}
-    tree_route = f"{ROUTES['tree'][0]}, ≤ 4 leaves (1 rounds)"
-    gp_route = f"{ROUTES['gp'][0]} (1 rounds)"
+    tree_route = f"{ROUTES['tree'][0]}, ≤ 4 leaves (1 rounds, labelled games sticky 0.25)"
+    gp_route = f"{ROUTES['gp'][0]} (1 rounds, labelled games sticky 0.25)"
     assert list(rows) == ["teacher (pixel PPO)", "distilled forest (gplearn, DAgger 1)",
                           "decision tree, same size (VIPER-style, DAgger 1)", tree_route,
                           gp_route]
@@ -112,6 +113,8 @@ def test_dagger_rows_refit_the_forest_and_the_tree_on_their_own_games(short_game
     assert rows[tree_route]["nodes"] == tree.metrics["nodes"]
     assert any("_minus_" in name for name in tree.layout.names)  # object relations offered
     assert [len(r["select_returns"]) for r in tree.metrics["dagger"]] == [2, 2]  # plain, sticky
+    labelled = json.loads((Path(tree.metrics["dagger"][0]["games"]) / "manifest.json").read_text())
+    assert labelled["config"]["sticky"] == 0.25   # the student's labelled games are sticky
     shipped = ship_policy(ShipPolicyConfig(results=str(done.path), method=tree_route,
                                            out=str(tmp_path / "shipped" / "breakout.json"),
                                            teacher=str(short_games_teacher.path),
