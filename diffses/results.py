@@ -60,6 +60,9 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
                          expert_coef_final=0.0)),
     "cmaes": ("CMA-ES on constants", dict(search="gradient", optimizer="cmaes")),
     "evolve": ("evolve with the constants variation", dict(search="evolve")),
+    "structure": ("structure search by return (generation 0 half random, 8 terminals the "
+                  "teacher's actions depend on)", dict(search="evolve", init_random=0.5,
+                                                        terminals=8)),
 }
 
 #: Imitation-loop routes by name: (label, DistillConfig options beyond the shared ones).
@@ -109,7 +112,8 @@ class ResultsConfig:
     start: tuple[str, ...] = arg((), "policy.json files played and fine-tuned beside the "
                                      "distilled forests, under each perception (their object "
                                      "types must be its detector's)")
-    finetunes: tuple[str, ...] = arg(tuple(FINETUNES), "fine-tuning rows, of: "
+    finetunes: tuple[str, ...] = arg(("ppo", "reward-only", "cmaes", "evolve"),
+                                     "fine-tuning rows, of: "
                                      + ", ".join(FINETUNES))
     finetune_distilled: bool = arg(True, "fine-tune the distilled forests too (not only the "
                                          "--start policies)")

@@ -18,6 +18,8 @@ from see import operators as ops
 from see.tree import Forest, Token, Tree, fold
 
 INIT_METHODS = ("half and half", "grow", "full")
+#: The features a new terminal draws from: their count (all of them) or their indices.
+Features = int | Sequence[int]
 #: Probability that a crossover or mutation point is an operator node (Koza's 90/10 rule).
 P_FUNCTION_NODE = 0.9
 
@@ -37,15 +39,22 @@ def depth(tree: Sequence[Token]) -> int:
     return fold(tree, lambda tok: 1, lambda op, children: 1 + max(children))
 
 
-def random_terminal(rng: np.random.Generator, n_features: int,
+def feature_pool(features: Features) -> Sequence[int]:
+    """The feature indices ``features`` stands for."""
+    return range(features) if isinstance(features, int) else features
+
+
+def random_terminal(rng: np.random.Generator, features: Features,
                     const_range: tuple[float, float] | None) -> Token:
-    """A feature, or (with probability 1 / (n_features + 1)) a constant from ``const_range``."""
-    if const_range is not None and rng.integers(n_features + 1) == n_features:
+    """A feature of ``features``, or (with probability 1 / (their number + 1)) a constant from
+    ``const_range``."""
+    pool = feature_pool(features)
+    if const_range is not None and rng.integers(len(pool) + 1) == len(pool):
         return {"c": float(rng.uniform(const_range[0], const_range[1]))}
-    return {"x": int(rng.integers(n_features))}
+    return {"x": int(pool[int(rng.integers(len(pool)))])}
 
 
-def random_tree(rng: np.random.Generator, function_set: Sequence[str], n_features: int,
+def random_tree(rng: np.random.Generator, function_set: Sequence[str], features: Features,
                 init_depth: tuple[int, int], init_method: str,
                 const_range: tuple[float, float] | None) -> Tree:
     """A random tree of depth at most a draw from ``init_depth`` (inclusive).
@@ -59,7 +68,7 @@ def random_tree(rng: np.random.Generator, function_set: Sequence[str], n_feature
     if method == "half and half":
         method = "full" if rng.integers(2) == 0 else "grow"
     max_depth = int(rng.integers(init_depth[0], init_depth[1] + 1))
-    p_function = len(function_set) / (len(function_set) + n_features + 1)
+    p_function = len(function_set) / (len(function_set) + len(feature_pool(features)) + 1)
     tree: Tree = []
     pending = [1]  # the depth of every node still to be filled, in prefix order
     while pending:
@@ -67,7 +76,7 @@ def random_tree(rng: np.random.Generator, function_set: Sequence[str], n_feature
         leaf = level >= max_depth or not function_set or (
             method == "grow" and level > 1 and rng.random() >= p_function)
         if leaf:
-            tree.append(random_terminal(rng, n_features, const_range))
+            tree.append(random_terminal(rng, features, const_range))
             continue
         name = function_set[int(rng.integers(len(function_set)))]
         tree.append({"f": name})
@@ -105,7 +114,7 @@ def hoist_mutation(rng: np.random.Generator, tree: Sequence[Token]) -> Tree:
 
 
 def point_mutation(rng: np.random.Generator, tree: Sequence[Token],
-                   function_set: Sequence[str], n_features: int,
+                   function_set: Sequence[str], features: Features,
                    const_range: tuple[float, float] | None, p_point_replace: float) -> Tree:
     """Each node replaced with probability ``p_point_replace``: an operator by another of the
     same arity from ``function_set``, a terminal by a random terminal."""
@@ -119,7 +128,7 @@ def point_mutation(rng: np.random.Generator, tree: Sequence[Token],
             if same:
                 out[i] = {"f": same[int(rng.integers(len(same)))]}
         else:
-            out[i] = random_terminal(rng, n_features, const_range)
+            out[i] = random_terminal(rng, features, const_range)
     return out
 
 

@@ -3,7 +3,9 @@
 An individual is a forest (one tree per action). Generation 0 is the seed forest (a distilled
 policy) and variations of it: every other individual has its constants jittered by
 ``init_jitter`` (relative Gaussian noise), and every second one also gets one structural
-mutation; without a seed forest, generation 0 is random (``init_method``, ``init_depth``).
+mutation, and a share ``init_random`` of it is random forests; without a seed forest,
+generation 0 is random (``init_method``, ``init_depth``). New terminals draw from every
+feature, or from the ``terminals`` passed to :meth:`GeneticForestSearch.fit`.
 Each later generation keeps ``n_elites`` best individuals unchanged and fills the rest by
 tournament selection (``tournament_size``, on fitness minus ``parsimony_coefficient`` times
 the forest's node count) and one variation each, drawn with these probabilities:
@@ -110,46 +112,50 @@ class GeneticForestSearch:
         entrants = rng.integers(len(population), size=self.gp.tournament_size)
         return population[max(entrants, key=lambda i: (self.penalized(population[i]), -i))]
 
-    def _random_tree(self, rng: np.random.Generator, n_features: int) -> list[Token]:
-        return fo.random_tree(rng, self.function_set, n_features, tuple(self.gp.init_depth),
+    def _random_tree(self, rng: np.random.Generator, features: fo.Features) -> list[Token]:
+        return fo.random_tree(rng, self.function_set, features, tuple(self.gp.init_depth),
                               self.gp.init_method, tuple(self.gp.const_range))
 
     def _structural(self, rng: np.random.Generator, kind: str, trees: Forest,
-                    n_features: int, donor: Forest | None = None) -> Forest:
+                    features: fo.Features, donor: Forest | None = None) -> Forest:
         """One variation of one random action's tree."""
         a = int(rng.integers(len(trees)))
         out = [list(t) for t in trees]
         if kind == "crossover":
             out[a] = fo.crossover(rng, trees[a], donor[a])
         elif kind == "subtree":
-            out[a] = fo.crossover(rng, trees[a], self._random_tree(rng, n_features))
+            out[a] = fo.crossover(rng, trees[a], self._random_tree(rng, features))
         elif kind == "hoist":
             out[a] = fo.hoist_mutation(rng, trees[a])
         else:
-            out[a] = fo.point_mutation(rng, trees[a], self.function_set, n_features,
+            out[a] = fo.point_mutation(rng, trees[a], self.function_set, features,
                                        tuple(self.gp.const_range), self.gp.p_point_replace)
         return out
 
-    def _initial(self, rng: np.random.Generator, seed_forest: Forest | None, n_features: int,
-                 n_actions: int) -> list[Individual]:
+    def _initial(self, rng: np.random.Generator, seed_forest: Forest | None,
+                 features: fo.Features, n_actions: int) -> list[Individual]:
+        def random_forest() -> Individual:
+            return Individual([self._random_tree(rng, features) for _ in range(n_actions)],
+                              origin="random")
+
         if seed_forest is None:
-            return [Individual([self._random_tree(rng, n_features) for _ in range(n_actions)],
-                               origin="random") for _ in range(self.gp.population_size)]
+            return [random_forest() for _ in range(self.gp.population_size)]
+        n_random = round(self.evolution.init_random * (self.gp.population_size - 1))
         weights = np.array(self.probabilities[1:4]) + 1e-12
         kinds = ("subtree", "hoist", "point")
         population = [Individual([list(t) for t in seed_forest], origin="seed")]
-        for i in range(1, self.gp.population_size):
+        for i in range(1, self.gp.population_size - n_random):
             trees = fo.jitter_constants(rng, seed_forest, self.evolution.init_jitter)
             origin = "seed-jitter"
             if i % 2 == 0:
                 kind = kinds[int(rng.choice(3, p=weights / weights.sum()))]
-                trees = self._structural(rng, kind, trees, n_features)
+                trees = self._structural(rng, kind, trees, features)
                 origin = f"seed-{kind}"
             population.append(Individual(trees, origin=origin))
-        return population
+        return population + [random_forest() for _ in range(n_random)]
 
     def _offspring(self, rng: np.random.Generator, population: list[Individual],
-                   n_features: int) -> tuple[list[Individual], list[int]]:
+                   features: fo.Features) -> tuple[list[Individual], list[int]]:
         """The next generation (unscored children have score None) and the indices of the
         children whose constants are to be tuned."""
         ranked = sorted(range(len(population)),
@@ -170,7 +176,7 @@ class GeneticForestSearch:
                 children.append(Individual(parent.trees, None, kind))
             else:
                 donor = self._tournament(rng, population).trees if kind == "crossover" else None
-                trees = self._structural(rng, kind, parent.trees, n_features, donor)
+                trees = self._structural(rng, kind, parent.trees, features, donor)
                 same = fo.key(trees) == fo.key(parent.trees)
                 children.append(Individual(trees, parent.score if same else None, kind))
         return children, to_tune
@@ -214,12 +220,13 @@ class GeneticForestSearch:
 
     def fit(self, fitness: FitnessSpec, n_features: int, n_actions: int,
             seed_forest: Sequence[Sequence[Token]] | None = None,
-            tuner: ConstantTuner | None = None,
+            tuner: ConstantTuner | None = None, terminals: Sequence[int] | None = None,
             callback: Callable[[dict[str, Any], "GeneticForestSearch"], bool | None] | None
             = None, checkpoint: str | Path | None = None, resume: bool = False,
             write: CheckpointWriter = write_json) -> "GeneticForestSearch":
         """Evolve. ``callback(record, self)`` sees every generation's record and may return
-        False to stop; ``checkpoint`` is the JSON file ``write`` writes every
+        False to stop; ``terminals``: the features new terminals draw from (default: all);
+        ``checkpoint`` is the JSON file ``write`` writes every
         ``checkpoint_every`` generations, which ``resume=True`` continues from when it exists.
 
         After fitting: ``best_`` (the best individual seen, by raw fitness), ``population_``,
@@ -231,6 +238,10 @@ class GeneticForestSearch:
         if seed_forest is not None and len(seed_forest) != n_actions:
             raise ValueError(f"the seed forest has {len(seed_forest)} trees for "
                              f"{n_actions} actions")
+        if terminals is not None and not (terminals and all(0 <= t < n_features
+                                                              for t in terminals)):
+            raise ValueError(f"terminals must be feature indices in 0..{n_features - 1}")
+        features: fo.Features = list(terminals) if terminals is not None else n_features
         rng = np.random.default_rng(self.random_state)
         path = Path(checkpoint) if checkpoint is not None else None
         self.history_: list[dict[str, Any]] = []
@@ -241,7 +252,7 @@ class GeneticForestSearch:
                 population, start = self._load(path, rng)
             else:
                 t0 = time.perf_counter()
-                population = self._initial(rng, seed_forest, n_features, n_actions)
+                population = self._initial(rng, seed_forest, features, n_actions)
                 steps = self._score(pool, population)
                 self.best_ = max(population, key=lambda ind: ind.score.fitness)
                 record = self._record(0, population, time.perf_counter() - t0, [], steps)
@@ -254,7 +265,7 @@ class GeneticForestSearch:
                     return self
             for generation in range(start, self.gp.generations):
                 t0 = time.perf_counter()
-                population, to_tune = self._offspring(rng, population, n_features)
+                population, to_tune = self._offspring(rng, population, features)
                 new_steps = 0
                 tuning: list[dict[str, Any]] = []
                 if to_tune:

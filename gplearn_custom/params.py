@@ -92,10 +92,13 @@ class EvolutionParams:
     n_elites: int = param(1, "best individuals copied unchanged into each generation")
     init_jitter: float = param(0.1, "relative noise on the seed policy's constants in "
                                     "generation 0")
+    init_random: float = param(0.0, "share of generation 0 drawn as random forests beside the "
+                                    "seed forest and its variations")
 
     def __post_init__(self) -> None:
         require([
             (0 <= self.p_gradient <= 1, "p_gradient must be in [0, 1]"),
             (self.n_elites >= 0, "n_elites must be >= 0"),
             (self.init_jitter >= 0, "init_jitter must be >= 0"),
+            (0 <= self.init_random <= 1, "init_random must be in [0, 1]"),
         ])

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, run_cli, tiny_teacher_config
 from diffses.detection import OcatariDetector
 from diffses.distill import DistillConfig, distil
-from diffses.finetune import FinetuneConfig, run
+from diffses.finetune import FinetuneConfig, run, teacher_features
 from diffses.perception import Perception
 from diffses.perception_env import PerceptionEnvFactory
 from diffses.play import SymbolicAgent, play_episodes
@@ -148,3 +148,11 @@ def test_bad_input_exits_2_with_a_clear_message(small_teacher, pong_policy, tmp_
     assert "plays ALE/Breakout-v5" in mismatch.stderr
     assert "plays ALE/Pong-v5" in mismatch.stderr
     assert not (tmp_path / "finetune").exists()
+
+
+def test_the_terminals_offered_are_the_features_the_teachers_actions_depend_on():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 12))
+    actions = np.where(X[:, 7] > X[:, 2], 2, np.where(X[:, 7] < X[:, 2] - 1, 1, 0))
+    assert teacher_features(X, actions, 2, seed=0) == [2, 7]
+    assert len(teacher_features(X, actions, 5, seed=0)) == 5

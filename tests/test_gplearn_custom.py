@@ -225,6 +225,21 @@ def test_evolution_with_reward_fitness_improves_the_best_fitness():
     assert search.history_[0]["origins"]["seed"] == 1
 
 
+def test_random_forests_beside_the_seed_find_a_structure_from_chosen_terminals():
+    still = [[{"c": 1.0}], [{"c": 0.0}], [{"c": 0.0}]]   # NOOP forever: no structure to tune
+    chosen = [objenv.PADDLE_Y, objenv.BALL_Y]
+    search = evolution(population_size=16, init_random=0.5, p_crossover=0.5,
+                       p_subtree_mutation=0.2, p_point_mutation=0.2).fit(
+        REWARD, objenv.LAYOUT.size, 3, seed_forest=still, terminals=chosen)
+    assert search.history_[0]["origins"]["random"] == 8
+    used = {tok["x"] for ind in search.population_ for tree in ind.trees for tok in tree
+            if "x" in tok}
+    assert used and used <= set(chosen)
+    assert greedy_return(search.best_.trees) > greedy_return(still) + 3
+    with pytest.raises(ValueError, match="terminals must be feature indices"):
+        evolution().fit(REWARD, objenv.LAYOUT.size, 3, seed_forest=still, terminals=[99])
+
+
 def test_evolution_with_the_gradient_variation_is_reproducible_in_parallel():
     tuner = ConstantTuner(objenv.make_env, ppo=PPOConfig(n_timesteps=200, n_envs=2,
                                                          n_steps=50, batch_size=100))
