@@ -145,6 +145,10 @@ class DetectConfig:
     max_types: int = 8
     #: training frames the types are fitted on
     type_frames: int = 1000
+    #: what the types cluster: ``z_what`` (the glimpse's code), or ``appearance`` (each box's
+    #: width and height and the mean colour of its pixels that differ from the frame's most
+    #: common colour), which a repainted background or a moved picture leaves alone
+    type_by: str = "z_what"
     #: steps the tracker keeps reporting an object the detector missed, at its predicted
     #: place (see ``diffses.tracking``)
     coast: int = 1
@@ -204,6 +208,9 @@ class EvalConfig:
     #: record in the checkpoint the palette of the scored frames (for ``detect.palette``;
     #: checkpoints trained now hold their training frames' palette already)
     palette: bool = False
+    #: refit the types (``detect.type_by``, ``detect.types``) on the frames run's training
+    #: frames and record them in the checkpoint before scoring
+    fit_types: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,8 @@ class SpaceConfig:
         check_config(self)
 
 
+#: what the object types can cluster (``detect.type_by``)
+TYPE_BY = ("z_what", "appearance")
 #: smallest value of integer settings (counts, sizes, step intervals)
 INT_AT_LEAST = {
     "seed": 0, "num_threads": 0,
@@ -338,6 +347,9 @@ def check_ranges(cfg: SpaceConfig) -> None:
         raise UserError(f"detect.track_threshold must be in (0, 1] or null, got {weak:g}")
     if cfg.detect.types is not None and cfg.detect.types < 1:
         raise UserError("detect.types must be at least 1 (or null for silhouette)")
+    if cfg.detect.type_by not in TYPE_BY:
+        raise UserError(f"detect.type_by '{cfg.detect.type_by}' is not one of "
+                        f"{', '.join(TYPE_BY)}")
     if cfg.eval.split not in ("train", "validation", "test"):
         raise UserError(f"eval.split '{cfg.eval.split}' is not train, validation or test")
 

@@ -18,10 +18,10 @@ from diffses.runs import Run
 from space.config import SpaceConfig, config_from, load_config, to_dict
 from space.data import load_frames, select_records
 from space.evaluate import evaluate
-from space.model import SpaceDetector, amend_checkpoint, read_checkpoint
+from space.model import SpaceDetector, TypeModel, amend_checkpoint, read_checkpoint
 from space.palette import palette_of
 from space.train import (FINAL, STAGE, Task, apply_threads, check_task, find_run,
-                         frames_run_for)
+                         fit_run_types, frames_run_for)
 from space.visual import colour, draw_boxes, tile
 
 #: keys an evaluation may override (the model itself is fixed by the checkpoint)
@@ -110,6 +110,8 @@ def evaluate_task(task: Task) -> dict[str, Any]:
     if any("objects" not in r for r in records):
         raise UserError(f"frames run {frames_run.path} has no ground truth objects; make one "
                         f"with `save_frames.py ... --ground-truth`")
+    if cfg.eval.fit_types:
+        refit_types(detector, path, frames_run)
     truths, class_names = ground_truth(records, frames_run.env_id, cfg.eval.hud)
     frames = load_frames(frames_run.path, records)
     detector.detect(frames[:cfg.detect.batch_size])
@@ -147,6 +149,27 @@ def evaluate_task(task: Task) -> dict[str, Any]:
         print(f"[space] recorded in {path} the palette of the scored frames: {len(colours)} "
               f"colours")
     return result
+
+
+def refit_types(detector: SpaceDetector, path: Path, frames_run: Run) -> None:
+    """Fit the detector's types afresh on the frames run's training frames, as
+    ``detect.type_by`` and ``detect.types`` say, and record them, with ``detect.type_by``, in
+    the checkpoint at ``path`` (the names of the old types are dropped)."""
+    cfg = detector.cfg
+    if read_checkpoint(path).get("fast"):
+        raise UserError(f"{path} holds a fast student, which gives the old types; refit the "
+                        f"types of the SPACE checkpoint it was taught from")
+    palette = detector.palette.colours if detector.palette is not None else None
+    state, info = fit_run_types(detector.model, cfg, frames_run, detector.device, palette)
+    config = read_checkpoint(path)["config"]
+    config.setdefault("detect", {})["type_by"] = cfg.detect.type_by
+    amend_checkpoint(path, types=state, config=config, type_classes={})
+    detector.types = TypeModel.from_state(state)
+    detector.type_names = {i: f"type{i}" for i in range(info["k"])}
+    detector.classes = {}
+    print(f"[space] refitted the types of {path} over {cfg.detect.type_by} on "
+          f"{frames_run.path}: {info['k']} types, sizes {info.get('sizes', [])}"
+          + ("" if cfg.eval.name_types else "; name them with eval.name_types=true"))
 
 
 def name_types(path: Path, classes: dict[int, str]) -> None:

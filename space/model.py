@@ -466,6 +466,39 @@ class TypeModel:
                    np.asarray(state["centroids"], np.float64))
 
 
+#: pixels farther than this from the frame's most common colour (RGB distance) are an object's
+OBJECT_GAP = 60.0
+#: colour units per size unit in an appearance vector (a pixel of width weighs as 16 levels)
+COLOUR_SCALE = 16.0
+
+
+def appearance(frame: np.ndarray, centre: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """(M, 5) appearance of the boxes ``centre``, ``size`` (M, 2; native pixels) in ``frame``
+    (H, W, 3) uint8: width, height and the mean colour (over :data:`COLOUR_SCALE`) of the
+    box's pixels that differ from the frame's most common colour, the background (all the
+    box's pixels where none do)."""
+    colours, counts = np.unique(frame[::4, ::4].reshape(-1, 3), axis=0, return_counts=True)
+    background = colours[counts.argmax()].astype(np.float64)
+    h, w = frame.shape[:2]
+    lo = np.floor(centre - size / 2).astype(int)
+    hi = np.ceil(centre + size / 2).astype(int)
+    out = np.zeros((len(centre), 5))
+    for i in range(len(centre)):
+        x0, y0 = np.clip(lo[i], 0, (w - 1, h - 1))
+        x1, y1 = np.clip(hi[i], (x0 + 1, y0 + 1), (w, h))
+        pixels = frame[y0:y1, x0:x1].reshape(-1, 3).astype(np.float64)
+        drawn = pixels[np.linalg.norm(pixels - background, axis=1) > OBJECT_GAP]
+        out[i, :2] = size[i]
+        out[i, 2:] = (drawn if len(drawn) else pixels).mean(0) / COLOUR_SCALE
+    return out
+
+
+def type_input(obj: dict[str, np.ndarray], cfg: SpaceConfig) -> np.ndarray:
+    """(M, D) float64: what the types of one frame's objects (as :meth:`SpaceDetector.raw`
+    gives them) are read from, as ``detect.type_by`` says."""
+    return obj[cfg.detect.type_by].astype(np.float64)
+
+
 def fit_types(z_what: np.ndarray, k: int | None, max_k: int, seed: int
               ) -> tuple[TypeModel, dict[str, Any]]:
     """k-means over z_what (M, D); ``k`` None: the k in 2..max_k with the best silhouette."""
@@ -593,7 +626,8 @@ class SpaceDetector(Detector):
             ) -> list[dict[str, np.ndarray]]:
         """Per frame: ``prob`` (M,), ``centre`` and ``size`` (M, 2) in native pixels and
         ``z_what`` (M, D) of the objects above ``threshold`` (default ``detect.threshold``);
-        through the fast student, ``type`` (M,) instead of ``z_what``."""
+        through the fast student, ``type`` (M,) instead of ``z_what``; with
+        ``detect.type_by=appearance``, their ``appearance`` (M, 5) too."""
         threshold = self.cfg.detect.threshold if threshold is None else threshold
         out = []
         shape = frames.shape[1:]
@@ -607,13 +641,16 @@ class SpaceDetector(Detector):
             else:
                 x = torch.from_numpy(preprocess(chunk, self.cfg.data)).to(self.device).float() / 255
                 found = self.model.infer(x, threshold, self.cfg.detect.alpha_boxes)
-            for prob, centre, size, last in found:
+            for frame, (prob, centre, size, last) in zip(chunk, found):
                 prob, centre, size, last = (np.asarray(t.cpu() if torch.is_tensor(t) else t)
                                             for t in (prob, centre, size, last))
                 c, s = to_native(centre.astype(np.float64), size.astype(np.float64),
                                  self.cfg.data, shape)
-                out.append({"prob": prob, "centre": c, "size": s,
-                            "type" if self.fast is not None else "z_what": last})
+                obj = {"prob": prob, "centre": c, "size": s,
+                       "type" if self.fast is not None else "z_what": last}
+                if self.cfg.detect.type_by == "appearance":
+                    obj["appearance"] = appearance(frame, c, s)
+                out.append(obj)
         return out
 
     def detect(self, frames: np.ndarray, infos: Sequence[dict[str, Any]] | None = None
@@ -626,8 +663,8 @@ class SpaceDetector(Detector):
             n = len(obj["prob"])
             z_what = obj.get("z_what", [None] * n)
             types = (obj["type"] if "type" in obj else
-                     self.types.predict(obj["z_what"].astype(np.float64)) if self.types
-                     is not None else np.zeros(n, np.int64))
+                     self.types.predict(type_input(obj, self.cfg)) if self.types is not None
+                     else np.zeros(n, np.int64))
             if self.cfg.detect.snap:
                 obj["centre"] = np.round(obj["centre"])
             result.append([Detection(x=float(c[0]), y=float(c[1]), w=float(s[0]), h=float(s[1]),

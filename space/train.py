@@ -23,7 +23,7 @@ from space.config import DetectConfig, SpaceConfig, config_from, load_config, to
 from space.data import augment, crop_box, load_frames, load_inputs, select_records
 from space.fast import fast_config, fast_payload, train_fast
 from space.model import (Hyper, Space, SpaceDetector, build_model, fit_types,
-                         read_checkpoint, save_checkpoint, schedule)
+                         read_checkpoint, save_checkpoint, schedule, type_input)
 from space.palette import palette_of
 from space.visual import colour, draw_boxes, tile
 
@@ -157,19 +157,20 @@ def preview(model: Space, x: torch.Tensor, hp: Hyper, detect: DetectConfig) -> l
     return pictures
 
 
-def fit_run_types(model: Space, cfg: SpaceConfig, frames: Run, device: str
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit the k-means types on z_what of objects found in training frames."""
+def fit_run_types(model: Space, cfg: SpaceConfig, frames: Run, device: str,
+                  palette: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit the k-means types on what ``detect.type_by`` names (z_what or appearance) of the
+    objects found in training frames."""
     records = select_records(frames.path, "train", cfg.detect.type_frames)
-    detector = SpaceDetector(model, cfg, None, device)
+    detector = SpaceDetector(model, cfg, None, device, palette=palette)
     z = []
     for start in range(0, len(records), cfg.detect.batch_size):
         chunk = load_frames(frames.path, records[start:start + cfg.detect.batch_size])
-        z += [obj["z_what"] for obj in detector.raw(chunk)]
-    z_what = np.concatenate(z) if z else np.zeros((0, cfg.model.z_what))
-    types, info = fit_types(z_what.astype(np.float64), cfg.detect.types, cfg.detect.max_types,
-                            cfg.seed)
-    info["objects_per_frame"] = round(len(z_what) / max(len(records), 1), 3)
+        z += [type_input(obj, cfg) for obj in detector.raw(chunk)]
+    dim = cfg.model.z_what if cfg.detect.type_by == "z_what" else 5
+    points = np.concatenate(z) if z else np.zeros((0, dim))
+    types, info = fit_types(points, cfg.detect.types, cfg.detect.max_types, cfg.seed)
+    info["objects_per_frame"] = round(len(points) / max(len(records), 1), 3)
     return types.state(), info
 
 
@@ -271,9 +272,9 @@ def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
         writer.close()
     seconds = time.perf_counter() - t0
 
-    print("[space] fitting the object types (k-means over z_what)")
-    types, type_info = fit_run_types(model, cfg, frames, device)
+    print(f"[space] fitting the object types (k-means over {cfg.detect.type_by})")
     palette = palette_of(load_frames(frames.path, select_records(frames.path, "train", 100)))
+    types, type_info = fit_run_types(model, cfg, frames, device, palette)
     final = save_checkpoint(run.path / FINAL, model, cfg, step,
                             {"types": types, "env_id": frames.env_id,
                              "palette": palette,
@@ -314,6 +315,9 @@ def fast_task(task: Task) -> Run:
     frames = frames_run_for(task.frames or payload.get("frames_run") or "latest", task.runs_dir,
                             env_id)
     detector = SpaceDetector.from_payload(payload, device, str(path), {"detect.fast": False})
+    if detector.cfg.detect.type_by != "z_what":
+        raise UserError(f"{path} reads its types from {detector.cfg.detect.type_by}; the fast "
+                        f"student learns types read from z_what")
     name = str(task.overrides.get("name", f"{cfg.name}_fast"))
     run = Run.create(task.runs_dir, STAGE, env_id or frames.env_id, name, cfg.seed,
                      to_dict(cfg))

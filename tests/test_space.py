@@ -351,6 +351,7 @@ def test_resume_continues_a_killed_run(pong_frames, tmp_path):
     (["detect.threshold=1.5"], "detect.threshold must be in [0, 1]"),
     (["detect.track_threshold=0"], "detect.track_threshold must be in (0, 1] or null"),
     (["detect.type_frames=-1"], "detect.type_frames must be >= 0"),
+    (["detect.type_by=colour"], "detect.type_by 'colour' is not one of z_what, appearance"),
     (["fast.lr=0"], "fast.lr must be > 0"),
     (["fast.feat_layers=-1"], "fast.feat_layers must be >= 0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
@@ -597,3 +598,41 @@ def test_a_moved_picture_moves_the_fast_students_targets_into_the_cells_they_lan
     assert batch["prob"][0, 5] == 0.9 and batch["prob"][1, 6] == 0.9
     assert batch["prob"][1, 5] == 0 and batch["prob"][2].sum() == 0   # moved away / out
     assert torch.allclose(batch["centre"][1], torch.tensor([0.25, -0.25]))
+
+
+def test_types_read_from_appearance_survive_a_repainted_background_and_a_moved_picture(
+        pong_frames, tmp_path):
+    """The shipped Pong detector's types refitted over each box's size and colour
+    (``detect.type_by=appearance``) name the same objects on clean frames and on the same
+    frames with the background painted black, and the same classes with the picture moved 4
+    pixels; its z_what types read the enemy's paddle on black as the ball."""
+    ckpt = tmp_path / "appearance.pt"
+    shutil.copy(ROOT / "pretrained" / "space_pong.pt", ckpt)
+    assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
+                       str(pong_frames.path), "--out", str(tmp_path / "eval"), "num_threads=1",
+                       "detect.type_by=appearance", "eval.fit_types=true", "eval.split=train",
+                       "eval.name_types=true"]) == 0
+    assert read_checkpoint(ckpt)["config"]["detect"]["type_by"] == "appearance"
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
+    black = np.stack([VisualShift("background", (0, 0, 0))(f, None) for f in frames])
+    moved = np.stack([VisualShift("shift", (4, 0))(f, None) for f in frames])
+
+    def objects(detector: SpaceDetector, pictures: np.ndarray) -> list[set]:
+        return [{(round(d.x), round(d.y), detector.classes.get(d.type))
+                 for d in detector.confident(dets)} for dets in detector.detect(pictures)]
+
+    def classes(found: list[set]) -> list[set]:
+        return [{c for *_, c in objs} for objs in found]
+
+    fitted = SpaceDetector.load(ckpt, device="cpu")
+    assert set(fitted.classes.values()) == {"Player", "Ball", "Enemy"}
+    clean = objects(fitted, frames)
+    assert sum(map(len, clean)) >= 2 * len(frames) and None not in set().union(*classes(clean))
+    assert objects(fitted, black) == clean
+    assert classes(objects(fitted, moved)) == classes(clean)
+    assert space_main(["--task", "fast", "--checkpoint", str(ckpt), "--frames",
+                       str(pong_frames.path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert not (tmp_path / "runs").exists()
+    shipped = SpaceDetector.load(ROOT / "pretrained" / "space_pong.pt", device="cpu")
+    assert any("Enemy" in a - b for a, b in zip(classes(objects(shipped, frames)),
+                                                 classes(objects(shipped, black))))
