@@ -149,6 +149,10 @@ class DetectConfig:
     #: width and height and the mean colour of its pixels that differ from the frame's most
     #: common colour), which a repainted background or a moved picture leaves alone
     type_by: str = "z_what"
+    #: move each object's centre (after snapping) by its type's offset from the ground truth,
+    #: where the checkpoint holds offsets (``eval.calibrate``): the emulator's RAM and the
+    #: drawn sprite may disagree on where an object is by a fraction of a pixel
+    calibrate: bool = True
     #: steps the tracker keeps reporting an object the detector missed, at its predicted
     #: place (see ``diffses.tracking``)
     coast: int = 1
@@ -211,6 +215,9 @@ class EvalConfig:
     #: refit the types (``detect.type_by``, ``detect.types``) on the frames run's training
     #: frames and record them in the checkpoint before scoring
     fit_types: bool = False
+    #: record in the checkpoint each type's mean centre offset from the ground truth on the
+    #: scored frames (for ``detect.calibrate``)
+    calibrate: bool = False
 
 
 @dataclass(frozen=True)

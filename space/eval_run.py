@@ -143,6 +143,13 @@ def evaluate_task(task: Task) -> dict[str, Any]:
     print(f"[space] wrote {json_path} and {png_path}")
     if cfg.eval.name_types:
         name_types(path, scores["type_to_class"])
+    if cfg.eval.calibrate:
+        offsets = {int(t): (detector.offsets.get(int(t), np.zeros(2)) - xy).tolist()
+                   for t, xy in scores["type_offset"].items()}
+        amend_checkpoint(path, type_offsets=offsets)
+        print(f"[space] recorded in {path} the offset of each type's centre from the ground "
+              f"truth (px, added to every detection): " + ", ".join(
+                  f"type{t} ({x:+.2f}, {y:+.2f})" for t, (x, y) in sorted(offsets.items())))
     if cfg.eval.palette:
         colours = palette_of(frames)
         amend_checkpoint(path, palette=colours)
@@ -154,7 +161,7 @@ def evaluate_task(task: Task) -> dict[str, Any]:
 def refit_types(detector: SpaceDetector, path: Path, frames_run: Run) -> None:
     """Fit the detector's types afresh on the frames run's training frames, as
     ``detect.type_by`` and ``detect.types`` say, and record them, with ``detect.type_by``, in
-    the checkpoint at ``path`` (the names of the old types are dropped)."""
+    the checkpoint at ``path`` (the old types' names and offsets are dropped)."""
     cfg = detector.cfg
     if read_checkpoint(path).get("fast"):
         raise UserError(f"{path} holds a fast student, which gives the old types; refit the "
@@ -163,7 +170,8 @@ def refit_types(detector: SpaceDetector, path: Path, frames_run: Run) -> None:
     state, info = fit_run_types(detector.model, cfg, frames_run, detector.device, palette)
     config = read_checkpoint(path)["config"]
     config.setdefault("detect", {})["type_by"] = cfg.detect.type_by
-    amend_checkpoint(path, types=state, config=config, type_classes={})
+    amend_checkpoint(path, types=state, config=config, type_classes={}, type_offsets={})
+    detector.offsets = {}
     detector.types = TypeModel.from_state(state)
     detector.type_names = {i: f"type{i}" for i in range(info["k"])}
     detector.classes = {}

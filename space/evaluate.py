@@ -5,7 +5,7 @@ a pair farther apart than ``gate`` pixels is no match. Learned type ids need not
 ground-truth class ids: each predicted type is mapped to the class it matches most often (its
 purity is the share of its matches in that class), and a prediction counts towards the class
 its type maps to. A true positive is a matched pair whose truth class is the prediction's
-mapped class.
+mapped class; a type's offset is the mean of its true positives' centres minus their truths'.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def evaluate(preds: Sequence[Sequence[Detection]], truths: Sequence[Sequence[Det
     n_pred: Counter = Counter()
     n_true: Counter = Counter()
     errors: dict[int, list[float]] = defaultdict(list)
+    offsets: dict[int, list[tuple[float, float]]] = defaultdict(list)
     matched_any = 0
     for p, t, m in zip(preds, truths, matches):
         for d in p:
@@ -59,6 +60,7 @@ def evaluate(preds: Sequence[Sequence[Detection]], truths: Sequence[Sequence[Det
             if mapping.get(p[i].type) == t[j].type:
                 tp[t[j].type] += 1
                 errors[t[j].type].append(dist)
+                offsets[p[i].type].append((p[i].x - t[j].x, p[i].y - t[j].y))
 
     def prf(hits: int, npred: int, ntrue: int) -> dict[str, float]:
         precision = hits / npred if npred else 0.0
@@ -84,6 +86,7 @@ def evaluate(preds: Sequence[Sequence[Detection]], truths: Sequence[Sequence[Det
         "localisation": prf(matched_any, total_pred, total_true),
         "type_to_class": {int(k): class_names.get(v, str(v)) for k, v in mapping.items()},
         "type_purity": {int(k): v for k, v in purity.items()},
+        "type_offset": {int(k): np.mean(v, axis=0).tolist() for k, v in offsets.items()},
         "purity": (sum(c.most_common(1)[0][1] for c in votes.values()) / all_votes
                    if all_votes else 0.0),
     }

@@ -584,6 +584,9 @@ class SpaceDetector(Detector):
         self.type_names = {i: f"type{i}" for i in range(k)}
         self.env_kwargs = {"native_frames": True}
         self.coast = cfg.detect.coast
+        #: type id -> (dx, dy) added to its objects' centres after snapping
+        #: (``detect.calibrate``)
+        self.offsets: dict[int, np.ndarray] = {}
         weak = cfg.detect.track_threshold
         banded = weak is not None and weak < cfg.detect.threshold
         self.confirm = cfg.detect.threshold if banded else 0.0
@@ -620,6 +623,9 @@ class SpaceDetector(Detector):
                        payload.get("palette"))
         detector.classes = {int(t): str(c) for t, c in
                             (payload.get("type_classes") or {}).items()}
+        if cfg.detect.calibrate and payload.get("type_offsets"):
+            detector.offsets = {int(t): np.asarray(xy, np.float64)
+                                for t, xy in payload["type_offsets"].items()}
         return detector
 
     def raw(self, frames: np.ndarray, threshold: float | None = None
@@ -667,6 +673,9 @@ class SpaceDetector(Detector):
                      else np.zeros(n, np.int64))
             if self.cfg.detect.snap:
                 obj["centre"] = np.round(obj["centre"])
+            if self.offsets:
+                obj["centre"] = obj["centre"] + np.array(
+                    [self.offsets.get(int(t), (0.0, 0.0)) for t in types]).reshape(-1, 2)
             result.append([Detection(x=float(c[0]), y=float(c[1]), w=float(s[0]), h=float(s[1]),
                                      type=int(t), confidence=float(p), z_what=z)
                            for p, c, s, z, t in zip(obj["prob"], obj["centre"], obj["size"],

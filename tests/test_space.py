@@ -636,3 +636,24 @@ def test_types_read_from_appearance_survive_a_repainted_background_and_a_moved_p
     shipped = SpaceDetector.load(ROOT / "pretrained" / "space_pong.pt", device="cpu")
     assert any("Enemy" in a - b for a, b in zip(classes(objects(shipped, frames)),
                                                  classes(objects(shipped, black))))
+
+
+def test_calibrated_centres_sit_where_the_emulator_puts_its_objects(pong_frames, tmp_path):
+    """``eval.calibrate`` records each type's mean offset from the OCAtari truth; detections
+    then move by it (the enemy's paddle is drawn 16 px high where RAM says 15, so its snapped
+    centre sits half a pixel off), and ``detect.calibrate=false`` reads them as before."""
+    ckpt = tmp_path / "calibrated.pt"
+    shutil.copy(ROOT / "pretrained" / "space_pong.pt", ckpt)
+
+    def enemy_error(name: str, *settings: str) -> float:
+        assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
+                           str(pong_frames.path), "--out", str(tmp_path / name),
+                           "num_threads=1", "eval.split=train", *settings]) == 0
+        scores = json.loads((tmp_path / name / "eval.json").read_text())
+        return scores["per_class"]["Enemy"]["centre_error"]
+
+    before = enemy_error("before", "eval.calibrate=true")
+    offsets = read_checkpoint(ckpt)["type_offsets"]
+    assert set(offsets) == {int(t) for t in read_checkpoint(ckpt)["type_classes"]}
+    assert enemy_error("after") < before - 0.25
+    assert enemy_error("off", "detect.calibrate=false") == before
