@@ -50,6 +50,10 @@ class SymbolicPolicy:
             except ValueError as err:
                 raise ValueError(f"tree {a}: {err}") from None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the compiled function (worker processes compile their own)."""
+        return {**self.__dict__, "_compiled": None}
+
     def with_trees(self, trees: list[Tree]) -> "SymbolicPolicy":
         """The same layout, actions, game and operators with other trees (no metrics)."""
         return SymbolicPolicy(trees, self.layout, self.action_meanings, self.env_id,

@@ -43,6 +43,22 @@ def test_planted_logits_are_recovered_exactly_at_the_defaults():
     assert np.abs(centred[0] - centred[1]).max() < 0.05, policy.describe()
 
 
+def test_a_policy_that_has_played_is_sent_to_worker_processes():
+    """A policy that acted at batch 1 holds its compiled function; it still pickles (as a
+    fitness pool sends it to workers) and acts the same after."""
+    import pickle
+    layout = FeatureLayout({0: "player", 1: "ball"}, {0: 1, 1: 1}, (210, 160))
+    y_p, y_b = layout.names.index("player0_y"), layout.names.index("ball0_y")
+    policy = SymbolicPolicy([[{"f": "sub"}, {"x": y_p}, {"x": y_b}],
+                             [{"f": "sub"}, {"x": y_b}, {"x": y_p}]], layout, ["UP", "DOWN"],
+                            "ALE/Pong-v5", ["sub"])
+    X = np.random.default_rng(0).random((20, layout.size))
+    acted = [int(policy.act(x[None])[0]) for x in X]
+    copy = pickle.loads(pickle.dumps(policy))
+    assert [int(copy.act(x[None])[0]) for x in X] == acted == list(policy.act(X))
+    assert set(acted) == {0, 1}
+
+
 def test_planted_rule_is_recovered_from_actions_alone():
     data = planted_dataset(two_actions=True, probs=False)
     policy, metrics = distil(DistillConfig(**SMALL), data)
