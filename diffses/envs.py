@@ -158,6 +158,13 @@ class RamObjects:
                 for o in self.objects if o and getattr(o, "visible", True)]
 
 
+def background_colour(frame: np.ndarray) -> np.ndarray:
+    """(3,) uint8: the most common colour of an RGB ``frame`` (H, W, 3), its background
+    (counted on every 4th pixel in each direction)."""
+    colours, counts = np.unique(frame[::4, ::4].reshape(-1, 3), axis=0, return_counts=True)
+    return colours[counts.argmax()]
+
+
 @dataclass(frozen=True)
 class VisualShift:
     """A change of the picture that leaves the game alone: ``background`` paints the frame's
@@ -184,11 +191,9 @@ class VisualShift:
 
     def __call__(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.kind == "background":
-            flat = frame[::4, ::4].reshape(-1, 3)
-            colours, counts = np.unique(flat, axis=0, return_counts=True)
             out = frame.copy()
-            out[(frame == colours[counts.argmax()]).all(axis=-1)] = np.array(self.value,
-                                                                            dtype=np.uint8)
+            out[(frame == background_colour(frame)).all(axis=-1)] = np.array(self.value,
+                                                                             dtype=np.uint8)
             return out
         if self.kind == "noise":
             noisy = frame + rng.normal(0.0, self.value[0], frame.shape)

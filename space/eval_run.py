@@ -163,12 +163,13 @@ def refit_types(detector: SpaceDetector, path: Path, frames_run: Run) -> None:
     ``detect.type_by`` and ``detect.types`` say, and record them, with ``detect.type_by``, in
     the checkpoint at ``path`` (the old types' names and offsets are dropped)."""
     cfg = detector.cfg
-    if read_checkpoint(path).get("fast"):
+    payload = read_checkpoint(path)
+    if payload.get("fast"):
         raise UserError(f"{path} holds a fast student, which gives the old types; refit the "
                         f"types of the SPACE checkpoint it was taught from")
     palette = detector.palette.colours if detector.palette is not None else None
     state, info = fit_run_types(detector.model, cfg, frames_run, detector.device, palette)
-    config = read_checkpoint(path)["config"]
+    config = payload["config"]
     config.setdefault("detect", {})["type_by"] = cfg.detect.type_by
     amend_checkpoint(path, types=state, config=config, type_classes={}, type_offsets={})
     detector.offsets = {}

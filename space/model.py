@@ -30,6 +30,7 @@ from torch import nn
 from torch.distributions import RelaxedBernoulli
 
 from diffses.detection import Detection, Detector
+from diffses.envs import background_colour
 from diffses.errors import UserError
 from diffses.io import atomic_save
 from diffses.utils import resolve_device
@@ -470,19 +471,20 @@ class TypeModel:
 OBJECT_GAP = 60.0
 #: colour units per size unit in an appearance vector (a pixel of width weighs as 16 levels)
 COLOUR_SCALE = 16.0
+#: length of an appearance vector: width, height, R, G, B
+APPEARANCE_DIM = 5
 
 
 def appearance(frame: np.ndarray, centre: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """(M, 5) appearance of the boxes ``centre``, ``size`` (M, 2; native pixels) in ``frame``
-    (H, W, 3) uint8: width, height and the mean colour (over :data:`COLOUR_SCALE`) of the
+    """(M, :data:`APPEARANCE_DIM`) appearance of the boxes ``centre``, ``size`` (M, 2; native
+    pixels) in ``frame`` (H, W, 3) uint8: width, height and the mean colour (over :data:`COLOUR_SCALE`) of the
     box's pixels that differ from the frame's most common colour, the background (all the
     box's pixels where none do)."""
-    colours, counts = np.unique(frame[::4, ::4].reshape(-1, 3), axis=0, return_counts=True)
-    background = colours[counts.argmax()].astype(np.float64)
+    background = background_colour(frame).astype(np.float64)
     h, w = frame.shape[:2]
     lo = np.floor(centre - size / 2).astype(int)
     hi = np.ceil(centre + size / 2).astype(int)
-    out = np.zeros((len(centre), 5))
+    out = np.zeros((len(centre), APPEARANCE_DIM))
     for i in range(len(centre)):
         x0, y0 = np.clip(lo[i], 0, (w - 1, h - 1))
         x1, y1 = np.clip(hi[i], (x0 + 1, y0 + 1), (w, h))

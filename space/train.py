@@ -22,7 +22,7 @@ from diffses.utils import resolve_device, seed_everything
 from space.config import DetectConfig, SpaceConfig, config_from, load_config, to_dict
 from space.data import augment, crop_box, load_frames, load_inputs, select_records
 from space.fast import fast_config, fast_payload, train_fast
-from space.model import (Hyper, Space, SpaceDetector, build_model, fit_types,
+from space.model import (APPEARANCE_DIM, Hyper, Space, SpaceDetector, build_model, fit_types,
                          read_checkpoint, save_checkpoint, schedule, type_input)
 from space.palette import palette_of
 from space.visual import colour, draw_boxes, tile
@@ -167,7 +167,7 @@ def fit_run_types(model: Space, cfg: SpaceConfig, frames: Run, device: str,
     for start in range(0, len(records), cfg.detect.batch_size):
         chunk = load_frames(frames.path, records[start:start + cfg.detect.batch_size])
         z += [type_input(obj, cfg) for obj in detector.raw(chunk)]
-    dim = cfg.model.z_what if cfg.detect.type_by == "z_what" else 5
+    dim = cfg.model.z_what if cfg.detect.type_by == "z_what" else APPEARANCE_DIM
     points = np.concatenate(z) if z else np.zeros((0, dim))
     types, info = fit_types(points, cfg.detect.types, cfg.detect.max_types, cfg.seed)
     info["objects_per_frame"] = round(len(points) / max(len(records), 1), 3)
