@@ -477,9 +477,9 @@ APPEARANCE_DIM = 5
 
 def appearance(frame: np.ndarray, centre: np.ndarray, size: np.ndarray) -> np.ndarray:
     """(M, :data:`APPEARANCE_DIM`) appearance of the boxes ``centre``, ``size`` (M, 2; native
-    pixels) in ``frame`` (H, W, 3) uint8: width, height and the mean colour (over :data:`COLOUR_SCALE`) of the
-    box's pixels that differ from the frame's most common colour, the background (all the
-    box's pixels where none do)."""
+    pixels) in ``frame`` (H, W, 3) uint8: width, height and the mean colour (over
+    :data:`COLOUR_SCALE`) of the box's pixels that differ from the frame's most common colour,
+    the background (all the box's pixels where none do)."""
     background = background_colour(frame).astype(np.float64)
     h, w = frame.shape[:2]
     lo = np.floor(centre - size / 2).astype(int)
