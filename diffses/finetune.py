@@ -97,6 +97,10 @@ class FinetuneConfig:
     terminals: int = arg(0, "evolve: new terminals draw from this many features, those the "
                             "teacher's actions depend on most (permutation importance of a "
                             "random forest fitted on the dataset; 0: every feature)")
+    terminal_correlation: float = arg(1.0, "evolve with --terminals: features whose rank "
+                                           "correlation reaches this count as one, ranked "
+                                           "together, each group offering its most important "
+                                           "(1: every feature on its own)")
     n_jobs: int = arg(1, "worker processes for fitness and tuning (-1: every CPU)")
     cluster: str | None = arg(None, "address of a Dask scheduler (tcp://HOST:8786) whose workers "
                                     "run the fitness and tuning tasks instead of --n-jobs "
@@ -135,6 +139,11 @@ class FinetuneConfig:
             (self.select_episodes >= 0, "select_episodes must be >= 0"),
             (self.select_every >= 1, "select_every must be at least 1"),
             (self.terminals >= 0, "terminals must be >= 0"),
+            (not self.evolution.fresh_games or self.gp.generations * self.episodes
+             <= SELECT_SEED_OFFSET - FITNESS_SEED_OFFSET,
+             "fresh_games: generations x episodes must leave the selection games apart "
+             f"(at most {SELECT_SEED_OFFSET - FITNESS_SEED_OFFSET})"),
+            (0 < self.terminal_correlation <= 1, "terminal_correlation must be in (0, 1]"),
             n_jobs_ok(self.n_jobs),
             at_least(self.eval_max_steps, 1, "--eval-max-steps"),
         ], UserError)
@@ -319,10 +328,13 @@ def _save_torch(path: Path, state: dict[str, Any]) -> None:
 
 
 def teacher_features(X: np.ndarray, actions: np.ndarray, k: int, seed: int,
-                     most: int = 20000) -> list[int]:
+                     correlation: float = 1.0, most: int = 20000) -> list[int]:
     """The ``k`` features the teacher's actions depend on most: permutation importance of a
     random forest fitted on (at most ``most`` of) the records, measured on a quarter held out
-    (ties: the lower index)."""
+    (ties: the lower index). With ``correlation`` below 1, features whose rank correlation
+    reaches it (average linkage) form a group that is permuted at once (copies of one
+    quantity otherwise share, and hide, its importance); the groups are ranked and each
+    offers its own most important feature."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.inspection import permutation_importance
     rng = np.random.default_rng(seed)
@@ -333,7 +345,43 @@ def teacher_features(X: np.ndarray, actions: np.ndarray, k: int, seed: int,
                                     n_jobs=1).fit(X[fit], actions[fit])
     scores = permutation_importance(forest, X[held], actions[held], n_repeats=3,
                                     random_state=seed, n_jobs=1).importances_mean
-    return sorted(sorted(range(X.shape[1]), key=lambda i: (-scores[i], i))[:k])
+    ranked = sorted(range(X.shape[1]), key=lambda i: (-scores[i], i))
+    if correlation < 1:
+        groups = feature_groups(X[rows], correlation)
+        base = forest.score(X[held], actions[held])
+
+        def drop(cols: list[int]) -> float:
+            losses = []
+            for _ in range(3):
+                shuffled = X[held].copy()
+                shuffled[:, cols] = shuffled[rng.permutation(len(held))][:, cols]
+                losses.append(base - forest.score(shuffled, actions[held]))
+            return float(np.mean(losses))
+
+        order = sorted(groups, key=lambda g: (-drop(g), min(g)))
+        leaders = [min(g, key=lambda i: (-scores[i], i)) for g in order]
+        ranked = leaders + [i for i in ranked if i not in leaders]
+    return sorted(ranked[:k])
+
+
+def feature_groups(X: np.ndarray, correlation: float) -> list[list[int]]:
+    """The columns of ``X`` grouped where their absolute rank correlation reaches
+    ``correlation`` (average linkage); a constant column is a group of its own."""
+    from scipy.cluster.hierarchy import average, fcluster
+    from scipy.spatial.distance import squareform
+    from scipy.stats import rankdata
+    varying = [i for i in range(X.shape[1]) if np.ptp(X[:, i]) > 0]
+    groups = [[i] for i in range(X.shape[1]) if i not in varying]
+    if len(varying) < 2:
+        return groups + [[i] for i in varying]
+    corr = np.abs(np.corrcoef(rankdata(X[:, varying], axis=0), rowvar=False))
+    distance = np.clip(1 - (corr + corr.T) / 2, 0, None)
+    np.fill_diagonal(distance, 0)
+    labels = fcluster(average(squareform(distance, checks=False)), 1 - correlation,
+                      criterion="distance")
+    for label in np.unique(labels):
+        groups.append([varying[j] for j in np.flatnonzero(labels == label)])
+    return groups
 
 
 def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
@@ -341,7 +389,8 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
            ) -> tuple[list[tuple[str, Forest]], dict[str, Any]]:
     """GP from the policy; the best forest (as the one candidate) and a summary."""
     policy = inputs.policy
-    terminals = (teacher_features(X, inputs.dataset.actions, cfg.terminals, cfg.seed)
+    terminals = (teacher_features(X, inputs.dataset.actions, cfg.terminals, cfg.seed,
+                                  cfg.terminal_correlation)
                  if cfg.terminals and X is not None else None)
     if terminals is not None:
         print("[finetune] new terminals draw from " +
@@ -376,7 +425,13 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
         logger.close()
     history = engine.history_
     seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
-    return [("best of the search", engine.best_.trees)], {
+    if cfg.evolution.fresh_games:   # scored on other games, the generations' bests compete
+        leaders = {json.dumps(h["best_trees"]): h["generation"] for h in reversed(history)}
+        candidates = [(f"best of generation {g}", json.loads(t))
+                      for t, g in sorted(leaders.items(), key=lambda kv: kv[1])]
+    else:
+        candidates = [("best of the search", engine.best_.trees)]
+    return candidates, {
         "generations": len(history), "best_fitness": engine.best_.score.fitness,
         "best_return": engine.best_.score.mean_return,
         "best_agreement": engine.best_.score.agreement,

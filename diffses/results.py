@@ -94,6 +94,9 @@ class ResultsConfig:
     eval_seed: int = arg(5000, "first seed of the evaluation games")
     eval_max_steps: int | None = arg(None, "cap on agent steps per evaluation game")
     dataset_episodes: int = arg(4, "teacher games in each perception's dataset")
+    relations: bool = arg(False, "distil the forests (and the same-size trees) over a layout "
+                                 "that relates the objects: every pair of types' differences "
+                                 "in x and y, led by k x velocity")
     population_size: int = arg(1000, "distillation: GP population per tree (the Optuna "
                                      "search's upper bound too)")
     generations: int = arg(10, "distillation: GP generations")
@@ -437,27 +440,29 @@ def perception_rows(cfg: ResultsConfig, table: Table, run_: Run, detector_ref: s
     data = DatasetArrays.open(data_path)
     run_.manifest.setdefault("datasets", {})[label] = data_path
     run_.save()
-    rounds = f", DAgger {cfg.dagger}" if cfg.dagger else ""
+    variant = (", relations" if cfg.relations else "") + (f", DAgger {cfg.dagger}"
+                                                          if cfg.dagger else "")
 
     def seed_rows(seed: int) -> None:
         dcfg = distill.DistillConfig(dataset=data_path, seed=seed, generations=cfg.generations,
                                      population_size=cfg.population_size,
-                                     restarts=cfg.restarts, dagger=cfg.dagger,
+                                     restarts=cfg.restarts, relations=cfg.relations,
+                                     dagger=cfg.dagger,
                                      dagger_episodes=cfg.dagger_episodes,
                                      dagger_select=cfg.loop_select, dagger_sticky=cfg.sticky,
                                      dagger_max_steps=cfg.eval_max_steps or 3000,
                                      teacher=str(table.teacher_run.path), detector=detector_ref,
                                      **common)
         policy, split, dist_path = _distilled(table, perception,
-                                              f"distilled forest (gplearn{rounds})", dcfg, data)
+                                              f"distilled forest (gplearn{variant})", dcfg, data)
 
         def tree_row() -> dict[str, Any]:
             (dt, metrics), seconds = _timed(lambda: _tree(dcfg, data, policy, run_,
                                                           table.teacher_run, detector_ref))
-            return table.measure(perception, f"decision tree, same size (VIPER-style{rounds})",
+            return table.measure(perception, f"decision tree, same size (VIPER-style{variant})",
                                  dt, split, data.n_records + _dagger_steps(dt), seconds, None,
                                  metrics["nodes"])
-        table.row(f"{detector.name}/s{seed}/decision tree{rounds}", tree_row)
+        table.row(f"{detector.name}/s{seed}/decision tree{variant}", tree_row)
         if cfg.finetune_distilled:
             finetune_rows(cfg, table, perception, detector_ref, dist_path, "fine-tuned",
                           data_path, split, seed)

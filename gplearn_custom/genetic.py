@@ -22,7 +22,9 @@ the forest's node count) and one variation each, drawn with these probabilities:
 
 Like gplearn, ``generations`` counts generation 0. All random draws come from one generator
 seeded by ``random_state``; tuning tasks get their own seeds from it, and the fitness plays
-the same seeded games for every forest, so a seed reproduces a run whatever ``n_jobs`` is, and
+the same seeded games for every forest of a generation (with ``fresh_games`` each generation
+plays the games after the last one's and scores every forest again; otherwise every
+generation plays the same games), so a seed reproduces a run whatever ``n_jobs`` is, and
 on a Dask ``cluster`` (its scheduler's address) too.
 The state after every generation can be written to a JSON checkpoint (by a writer the caller
 passes in; the pipeline's is atomic) and a run resumed from it gives the same result as an
@@ -202,7 +204,7 @@ class GeneticForestSearch:
             "best_online_agreement": best.score.online_agreement,
             "best_cross_entropy": best.score.cross_entropy,
             "best_size": best.size, "mean_size": float(np.mean([i.size for i in population])),
-            "best_constants": fo.constants(best.trees),
+            "best_constants": fo.constants(best.trees), "best_trees": best.trees,
             "origins": dict(Counter(ind.origin for ind in population)),
             "tuned": len(tuning),
             "tuned_return": mean([t.get("last_return") for t in tuning]),
@@ -253,7 +255,7 @@ class GeneticForestSearch:
             else:
                 t0 = time.perf_counter()
                 population = self._initial(rng, seed_forest, features, n_actions)
-                steps = self._score(pool, population)
+                steps = self._score(pool, population, self._games(fitness, 0))
                 self.best_ = max(population, key=lambda ind: ind.score.fitness)
                 record = self._record(0, population, time.perf_counter() - t0, [], steps)
                 self.history_.append(record)
@@ -266,6 +268,8 @@ class GeneticForestSearch:
             for generation in range(start, self.gp.generations):
                 t0 = time.perf_counter()
                 population, to_tune = self._offspring(rng, population, features)
+                if self.evolution.fresh_games:
+                    population = [Individual(ind.trees, None, ind.origin) for ind in population]
                 new_steps = 0
                 tuning: list[dict[str, Any]] = []
                 if to_tune:
@@ -274,7 +278,7 @@ class GeneticForestSearch:
                         population[i] = Individual(trees, None, "gradient")
                         new_steps += info["env_steps"]
                         tuning.append(info)
-                new_steps += self._score(pool, population)
+                new_steps += self._score(pool, population, self._games(fitness, generation))
                 best = max(population, key=lambda ind: ind.score.fitness)
                 if best.score.fitness > self.best_.score.fitness:
                     self.best_ = best
@@ -290,12 +294,18 @@ class GeneticForestSearch:
         self.population_ = population
         return self
 
+    def _games(self, fitness: FitnessSpec, generation: int) -> int:
+        """The first fitness game of ``generation``."""
+        return fitness.seed + (generation * fitness.episodes if self.evolution.fresh_games
+                               else 0)
+
     @staticmethod
-    def _score(pool: WorkerPool, population: list[Individual]) -> int:
-        """Score the unscored individuals; the env steps that took."""
+    def _score(pool: WorkerPool, population: list[Individual], seed: int) -> int:
+        """Score the unscored individuals on the games from ``seed``; the env steps that
+        took."""
         todo = [i for i, ind in enumerate(population) if ind.score is None]
         steps = 0
-        for i, score in zip(todo, pool.score([population[i].trees for i in todo])):
+        for i, score in zip(todo, pool.score([population[i].trees for i in todo], seed)):
             population[i].score = score
             steps += score.env_steps
         return steps

@@ -94,6 +94,10 @@ class EvolutionParams:
                                     "generation 0")
     init_random: float = param(0.0, "share of generation 0 drawn as random forests beside the "
                                     "seed forest and its variations")
+    fresh_games: bool = param(False, "every generation plays new fitness games and scores "
+                                     "every individual on them, elites too (a forest cannot "
+                                     "learn its games by heart); each generation's best is "
+                                     "a candidate for selection")
 
     def __post_init__(self) -> None:
         require([

@@ -156,3 +156,16 @@ def test_the_terminals_offered_are_the_features_the_teachers_actions_depend_on()
     actions = np.where(X[:, 7] > X[:, 2], 2, np.where(X[:, 7] < X[:, 2] - 1, 1, 0))
     assert teacher_features(X, actions, 2, seed=0) == [2, 7]
     assert len(teacher_features(X, actions, 5, seed=0)) == 5
+
+
+def test_copies_of_one_quantity_count_once_among_the_terminals():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 12))
+    copies = [7, 8, 9, 10]
+    for c in copies[1:]:
+        X[:, c] = X[:, 7] + 0.02 * rng.normal(size=3000)
+    actions = (X[:, 7] + 0.1 * X[:, 4] > 0).astype(int)
+    alone = teacher_features(X, actions, 2, seed=0)
+    assert not set(alone) & set(copies)   # the copies share, and hide, their importance
+    grouped = teacher_features(X, actions, 2, seed=0, correlation=0.7)
+    assert 4 in grouped and len(set(grouped) & set(copies)) == 1

@@ -240,6 +240,23 @@ def test_random_forests_beside_the_seed_find_a_structure_from_chosen_terminals()
         evolution().fit(REWARD, objenv.LAYOUT.size, 3, seed_forest=still, terminals=[99])
 
 
+def test_fresh_games_score_every_forest_of_a_generation_on_that_generations_games():
+    search = evolution(generations=3, fresh_games=True).fit(
+        REWARD, objenv.LAYOUT.size, 3, seed_forest=objenv.perturbed(0.1))
+
+    def returns_on(trees: Forest, generation: int) -> float:
+        return float(np.mean(play(trees, objenv.make_env(), [1000 + 3 * generation + i
+                                                             for i in range(3)])[0]))
+
+    for record in search.history_:
+        assert record["best_return"] == returns_on(record["best_trees"], record["generation"])
+    assert search.history_[-1]["origins"]["elite"] == 1
+    for ind in search.population_:   # the elite and the copies too, not their old scores
+        assert ind.score.mean_return == returns_on(ind.trees, 2)
+    assert returns_on(search.history_[0]["best_trees"], 0) != \
+        returns_on(search.history_[0]["best_trees"], 1)
+
+
 def test_evolution_with_the_gradient_variation_is_reproducible_in_parallel():
     tuner = ConstantTuner(objenv.make_env, ppo=PPOConfig(n_timesteps=200, n_envs=2,
                                                          n_steps=50, batch_size=100))
