@@ -106,6 +106,9 @@ class FinetuneConfig:
                                     "run the fitness and tuning tasks instead of --n-jobs "
                                     "(docs/cluster.md)")
     episodes: int = arg(2, "games per reward fitness evaluation")
+    fitness_sticky: float = arg(0.0, "reward fitness games (evolve, CMA-ES) under sticky "
+                                     "actions with this repeat probability (Atari; a policy "
+                                     "cannot win by replaying one sequence of moves)")
     max_steps: int | None = arg(2000, "cap on agent steps per game in fitness and training")
     n_timesteps: int = arg(5000, "env steps per constants tuning: the whole --search gradient "
                                  "run, or each p_gradient variation", aliases=("-n",))
@@ -144,6 +147,7 @@ class FinetuneConfig:
              "fresh_games: generations x episodes must leave the selection games apart "
              f"(at most {SELECT_SEED_OFFSET - FITNESS_SEED_OFFSET})"),
             (0 < self.terminal_correlation <= 1, "terminal_correlation must be in (0, 1]"),
+            (0 <= self.fitness_sticky < 1, "fitness_sticky must be in [0, 1)"),
             n_jobs_ok(self.n_jobs),
             at_least(self.eval_max_steps, 1, "--eval-max-steps"),
         ], UserError)
@@ -198,11 +202,12 @@ class Inputs:
                 "dataset": None if self.dataset is None else str(self.dataset.path)}
 
     def env_factory(self, policy: SymbolicPolicy, runs_dir: str, max_steps: int | None,
-                    with_teacher: bool = False) -> PerceptionEnvFactory:
-        """Feature envs over these inputs, capped at ``max_steps`` agent steps per game."""
+                    with_teacher: bool = False, sticky: float = 0.0) -> PerceptionEnvFactory:
+        """Feature envs over these inputs, capped at ``max_steps`` agent steps per game (under
+        sticky actions with ``sticky``)."""
         return PerceptionEnvFactory(
             str(self.teacher_run.path), self.detector_ref, runs_dir, policy, with_teacher,
-            max_steps, self.device, Loaded(self.teacher_run, self.detector, self.teacher))
+            max_steps, self.device, sticky, Loaded(self.teacher_run, self.detector, self.teacher))
 
 
 def resolve_inputs(cfg: FinetuneConfig, refs: dict[str, str | None], pinned: bool = False
@@ -568,7 +573,8 @@ def run(cfg: FinetuneConfig) -> Run:
         if cfg.eval_episodes > 0 and "before" not in run_.manifest:
             run_.manifest["before"] = _jsonable(evaluate(cfg, inputs, policy, True))
             run_.save()
-        play_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps)
+        play_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps,
+                                      sticky=cfg.fitness_sticky)
         tune_env = inputs.env_factory(policy, cfg.runs_dir, cfg.max_steps,
                                       with_teacher=cfg.guided)
         fitness = FitnessSpec(kind=cfg.fitness if cfg.search == "evolve" else "reward",

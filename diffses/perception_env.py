@@ -19,20 +19,22 @@ import numpy as np
 from diffses.detection import Detector, detector_for, load_detector
 from diffses.envs import reset_info
 from diffses.perception import Perception
-from diffses.play import SymbolicAgent
+from diffses.play import SymbolicAgent, sticky_kwargs
 from diffses.policy import SymbolicPolicy
 from diffses.runs import Run
 from diffses.teacher import load_teacher, teacher_env
 
 
 class PerceptionEnv(gym.Env):
-    """A game seen through perception: observation = the layout's features (F,) float32."""
+    """A game seen through perception: observation = the layout's features (F,) float32;
+    ``sticky``: the game under sticky actions with that probability (Atari)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, teacher_run: Run, perception: Perception, policy: SymbolicPolicy,
-                 teacher: Any | None = None, max_steps: int | None = None):
+                 teacher: Any | None = None, max_steps: int | None = None, sticky: float = 0.0):
         self.teacher_run, self.perception, self.teacher = teacher_run, perception, teacher
+        self.env_kwargs = dict(perception.env_kwargs, **sticky_kwargs(teacher_run.env_id, sticky))
         self.agent = SymbolicAgent(policy, perception)
         self.max_steps = max_steps
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (policy.layout.size,),
@@ -55,7 +57,7 @@ class PerceptionEnv(gym.Env):
         super().reset(seed=seed)
         self.close()
         self.venv = teacher_env(self.teacher_run, 0 if seed is None else int(seed),
-                                clip_reward=False, **self.perception.env_kwargs)
+                                clip_reward=False, **self.env_kwargs)
         self._obs = self.venv.reset()
         self.agent.reset()
         self._steps = 0
@@ -103,7 +105,7 @@ class Loaded:
 class PerceptionEnvFactory:
     """Picklable recipe for :class:`PerceptionEnv`: a teacher run, a detector reference and the
     policy whose layout gives the features. ``with_teacher`` adds the teacher's actions;
-    ``max_steps`` truncates each game. ``loaded`` holds what the references name when the
+    ``max_steps`` truncates each game, ``sticky`` plays it under sticky actions. ``loaded`` holds what the references name when the
     caller has loaded it; it is not pickled, so a worker process loads it once itself."""
 
     teacher_run: str
@@ -113,6 +115,7 @@ class PerceptionEnvFactory:
     with_teacher: bool = False
     max_steps: int | None = None
     device: str = "cpu"
+    sticky: float = 0.0
     loaded: Loaded | None = field(default=None, compare=False, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -132,4 +135,4 @@ class PerceptionEnvFactory:
         loaded = self.load()
         teacher = loaded.teacher if self.with_teacher else None
         return PerceptionEnv(loaded.teacher_run, Perception(loaded.detector), self.policy,
-                             teacher, self.max_steps)
+                             teacher, self.max_steps, self.sticky)

@@ -62,6 +62,22 @@ def test_fitness_games_are_the_evaluation_games(small_teacher, pong_policy):
     assert score.returns == played and score.env_steps == 300
 
 
+def test_sticky_fitness_games_are_the_sticky_evaluation_games(small_teacher, pong_policy):
+    policy = SymbolicPolicy.load(pong_policy)
+    factory = PerceptionEnvFactory(str(small_teacher.path), "ocatari", "unused", policy,
+                                   max_steps=150, sticky=0.5)
+    env = factory()
+    env.reset(seed=7)
+    assert env.venv.envs[0].unwrapped.ale.getFloat("repeat_action_probability") == 0.5
+    env.close()
+    score = Evaluator(FitnessSpec("reward", factory, episodes=2, seed=7, max_steps=150))(
+        policy.trees)
+    perception = Perception(OcatariDetector("ALE/Pong-v5"))
+    played = play_episodes(small_teacher, [7, 8], lambda: SymbolicAgent(policy, perception),
+                           perception.env_kwargs, max_steps=150, sticky=0.5)
+    assert score.returns == played
+
+
 def test_cli_evolves_on_pong_end_to_end(small_teacher, pong_policy, tmp_path):
     proc = run_cli("symbolic_finetuning.py", "--policy", str(pong_policy), "--teacher",
                    str(small_teacher.path), "--detector", "ocatari", "--runs-dir", str(tmp_path),
