@@ -60,9 +60,11 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
                          expert_coef_final=0.0)),
     "cmaes": ("CMA-ES on constants", dict(search="gradient", optimizer="cmaes")),
     "evolve": ("evolve with the constants variation", dict(search="evolve")),
-    "structure": ("structure search by return (generation 0 half random, 8 terminals the "
-                  "teacher's actions depend on)", dict(search="evolve", init_random=0.5,
-                                                        terminals=8)),
+    "structure": ("structure search by return (generation 0 half random, terminals: the 8 "
+                  "groups of correlated features the teacher's actions depend on most, fresh "
+                  "games every generation)",
+                  dict(search="evolve", init_random=0.5, terminals=8, terminal_correlation=0.7,
+                       fresh_games=True)),
 }
 
 #: Imitation-loop routes by name: (label, DistillConfig options beyond the shared ones).
