@@ -13,7 +13,7 @@ DEMO_STEPS ?= 20480
 RESULTS_TEACHER ?= pretrained/pong_teacher
 RESULTS_DETECTORS ?= ocatari pretrained/space_pong.pt
 
-.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking results-pong-dagger routes-breakout routes-pong routes-pong-reselect
+.PHONY: demo demo-scratch test test-postgres venv bench clean results results-quick figures results-breakout results-pong-tracking results-pong-dagger routes-breakout routes-pong routes-pong-reselect structure-pong
 
 venv: $(STAMP)
 
@@ -105,6 +105,17 @@ routes-pong-reselect: $(STAMP)
 		--leaves 100 --loop-restarts 3 --restarts 1 --eval-max-steps 3000 --finetunes cmaes \
 		--no-finetune-distilled --tune-trials 0 --loop-reselect 4 --loop-reselect-games 8 \
 		--runs-dir $(RUNS) --name routes-reselect
+
+# The GP forest's search by return (the paper's Stage III) from forests distilled over object
+# relations: 100 programs x 10 generations, each scored on two 2,000-step games, the best of
+# each generation a candidate on 5 selection games; beside the teacher and the forest and tree
+# fitted once. STRUCTURE_ARGS="--cluster tcp://HOST:8786" spreads the seeds over Dask workers.
+structure-pong: $(STAMP)
+	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari --relations \
+		--finetunes structure --tune-trials 0 --population-size 300 --generations 5 \
+		--restarts 1 --evolve-population 100 --evolve-generations 10 --p-gradient 0 \
+		--select-episodes 5 --eval-max-steps 3000 $(STRUCTURE_ARGS) --runs-dir $(RUNS) \
+		--name structure-relations
 
 # The README's figures, redrawn into docs/figures from the tracked tables (docs/results/*.json)
 # and the shipped teachers' curves, nothing rerun (FIGURES_ARGS="--video-policy
