@@ -66,7 +66,8 @@ class GPParams:
             (len(self.init_depth) == 2 and 1 <= self.init_depth[0] <= self.init_depth[1],
              "init_depth takes two integers, 1 <= min <= max"),
             (self.init_method in INIT_METHODS, f"init_method must be one of {INIT_METHODS}"),
-            (all(0 <= p <= 1 for p in self.probabilities) and sum(self.probabilities) <= 1,
+            (all(0 <= p <= 1 for p in self.probabilities)
+             and sum(self.probabilities) <= 1 + 1e-9,   # 0.8 + 0.05 + 0.05 + 0.1 > 1 in floats
              "p_crossover and the mutation probabilities must be in [0, 1] and sum to <= 1"),
             (0 <= self.p_point_replace <= 1, "p_point_replace must be in [0, 1]"),
             (self.parsimony_coefficient >= 0, "parsimony_coefficient must be >= 0"),

@@ -297,6 +297,8 @@ def test_a_killed_evolution_resumes_to_the_uninterrupted_result(tmp_path):
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="sum to <= 1"):
         evolution(p_crossover=0.9, p_gradient=0.2)
+    evolution(p_crossover=0.8, p_subtree_mutation=0.05, p_hoist_mutation=0.05,
+              p_point_mutation=0.1)   # sums to 1 on paper, a hair above in floats: accepted
     with pytest.raises(ValueError, match="tournament_size"):
         evolution(tournament_size=50)
     with pytest.raises(ValueError, match="needs a tuner"):
