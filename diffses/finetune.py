@@ -392,7 +392,8 @@ def feature_groups(X: np.ndarray, correlation: float) -> list[list[int]]:
 def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
            tuner: ConstantTuner, X: np.ndarray | None
            ) -> tuple[list[tuple[str, Forest]], dict[str, Any]]:
-    """GP from the policy; the best forest (as the one candidate) and a summary."""
+    """GP from the policy; the candidates (the best forest, or with fresh games each
+    generation's best) and a summary."""
     policy = inputs.policy
     terminals = (teacher_features(X, inputs.dataset.actions, cfg.terminals, cfg.seed,
                                   cfg.terminal_correlation)
@@ -431,9 +432,9 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
     history = engine.history_
     seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
     if cfg.evolution.fresh_games:   # scored on other games, the generations' bests compete
-        leaders = {json.dumps(h["best_trees"]): h["generation"] for h in reversed(history)}
-        candidates = [(f"best of generation {g}", json.loads(t))
-                      for t, g in sorted(leaders.items(), key=lambda kv: kv[1])]
+        latest = {fo.key(h["best_trees"]): h for h in history}   # a repeated forest: its last
+        candidates = [(f"best of generation {h['generation']}", h["best_trees"])
+                      for h in sorted(latest.values(), key=lambda h: h["generation"])]
     else:
         candidates = [("best of the search", engine.best_.trees)]
     return candidates, {

@@ -105,8 +105,9 @@ class Loaded:
 class PerceptionEnvFactory:
     """Picklable recipe for :class:`PerceptionEnv`: a teacher run, a detector reference and the
     policy whose layout gives the features. ``with_teacher`` adds the teacher's actions;
-    ``max_steps`` truncates each game, ``sticky`` plays it under sticky actions. ``loaded`` holds what the references name when the
-    caller has loaded it; it is not pickled, so a worker process loads it once itself."""
+    ``max_steps`` truncates each game, ``sticky`` plays it under sticky actions. ``loaded``
+    holds what the references name when the caller has loaded it; it is not pickled, so a
+    worker process loads it once itself."""
 
     teacher_run: str
     detector: str
