@@ -109,10 +109,12 @@ routes-pong-reselect: $(STAMP)
 # The GP forest's search by return (the paper's Stage III) from forests distilled over object
 # relations: 100 programs x 10 generations, each scored on two 2,000-step games, the best of
 # each generation a candidate on 5 selection games; beside the teacher and the forest and tree
-# fitted once. STRUCTURE_ARGS="--cluster tcp://HOST:8786" spreads the seeds over Dask workers.
+# fitted once. STRUCTURE_ARGS="--cluster tcp://HOST:8786" spreads the seeds over Dask workers;
+# STRUCTURE=structure-tied ties opposite moves to one expression.
+STRUCTURE ?= structure
 structure-pong: $(STAMP)
 	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari --relations \
-		--finetunes structure --tune-trials 0 --population-size 300 --generations 5 \
+		--finetunes $(STRUCTURE) --tune-trials 0 --population-size 300 --generations 5 \
 		--restarts 1 --evolve-population 100 --evolve-generations 10 --p-gradient 0 \
 		--select-episodes 5 --eval-max-steps 3000 $(STRUCTURE_ARGS) --runs-dir $(RUNS) \
 		--name structure-relations

@@ -362,6 +362,42 @@ def action_factors(meanings: list[str]) -> tuple[list[str], np.ndarray, np.ndarr
     return moves, np.array([moves.index(m) for m in moves_of]), fires
 
 
+OPPOSITES = (("RIGHT", "LEFT"), ("UP", "DOWN"))
+
+
+def move_tying(meanings: list[str]) -> list[list[tuple[int, int]]] | None:
+    """Action meanings as genes (:data:`gplearn_custom.forest.Tying`): one gene for standing
+    still, one per axis of opposite moves (``RIGHT`` its gene, ``LEFT`` its negative; ``UP``
+    and ``DOWN`` likewise), one per move without an opposite and one for FIRE, which adds to
+    the action's move (``UPFIRE`` = the vertical gene + the FIRE gene, ``FIRE`` = standing
+    still + FIRE). None where no two moves are opposite or a meaning is not made of these."""
+    directions = [d for pair in OPPOSITES for d in pair]
+    parsed = []
+    for meaning in meanings:
+        rest, moves = meaning.replace("FIRE", ""), []
+        for d in directions:
+            if d in rest:
+                moves.append(d)
+                rest = rest.replace(d, "", 1)
+        if rest not in ("", "NOOP"):
+            return None
+        parsed.append((moves, "FIRE" in meaning))
+    present = {d for moves, _ in parsed for d in moves}
+    if not any(a in present and b in present for a, b in OPPOSITES):
+        return None
+    genes: dict[str, int] = {}
+    signs = {b: (a, -1) for a, b in OPPOSITES if a in present}
+    tying = []
+    for moves, fires in parsed:
+        terms = [(genes.setdefault(signs.get(d, (d, 1))[0], len(genes)),
+                  signs.get(d, (d, 1))[1]) for d in moves] or \
+            [(genes.setdefault("NOOP", len(genes)), 1)]
+        if fires:
+            terms.append((genes.setdefault("FIRE", len(genes)), 1))
+        tying.append(terms)
+    return tying
+
+
 def factored_forest(cfg: DistillConfig, split: Split,
                     factors: tuple[list[str], np.ndarray, np.ndarray], seed: int
                     ) -> tuple[list[list[dict]], int]:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from diffses.arrays import DatasetArrays
 from diffses.cli import arg, composed, flat_values, part
 from diffses.detection import Detector, detector_for, load_detector, names_types_alike
-from diffses.distill import resolve_dataset
+from diffses.distill import move_tying, resolve_dataset
 from diffses.envs import require_same_game
 from diffses.errors import UserError
 from diffses.io import atomic_save, atomic_write_json, atomic_write_text
@@ -101,6 +101,10 @@ class FinetuneConfig:
                                            "correlation reaches this count as one, ranked "
                                            "together, each group offering its most important "
                                            "(1: every feature on its own)")
+    tie_moves: bool = arg(False, "evolve: opposite moves share one expression, negated for "
+                                 "one of them (RIGHT and LEFT, UP and DOWN, read from the "
+                                 "action meanings), FIRE adds one of its own "
+                                 "(diffses.distill.move_tying)")
     n_jobs: int = arg(1, "worker processes for fitness and tuning (-1: every CPU)")
     cluster: str | None = arg(None, "address of a Dask scheduler (tcp://HOST:8786) whose workers "
                                     "run the fitness and tuning tasks instead of --n-jobs "
@@ -147,6 +151,9 @@ class FinetuneConfig:
              "fresh_games: generations x episodes must leave the selection games apart "
              f"(at most {SELECT_SEED_OFFSET - FITNESS_SEED_OFFSET})"),
             (0 < self.terminal_correlation <= 1, "terminal_correlation must be in (0, 1]"),
+            (not self.tie_moves or self.evolution.p_gradient == 0,
+             "--tie-moves evolves genes shared by actions; the constants variation tunes "
+             "whole forests (set --p-gradient 0)"),
             (0 <= self.fitness_sticky < 1, "fitness_sticky must be in [0, 1)"),
             n_jobs_ok(self.n_jobs),
             at_least(self.eval_max_steps, 1, "--eval-max-steps"),
@@ -401,6 +408,10 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
     if terminals is not None:
         print("[finetune] new terminals draw from " +
               ", ".join(policy.layout.names[i] for i in terminals), flush=True)
+    tying = move_tying(policy.action_meanings) if cfg.tie_moves else None
+    if cfg.tie_moves and tying is None:
+        raise UserError(f"--tie-moves: no two of the actions {policy.action_meanings} are "
+                        f"opposite moves")
     function_set = tuple(cfg.gp.function_set or policy.function_set or ops.DEFAULT_FUNCTION_SET)
     engine = cfg.search_engine(function_set)
     ckpt = run_.path / CHECKPOINT_JSON
@@ -414,7 +425,7 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
             "return/best": record["best_return"], "return/mean": record["mean_return"],
             "agreement/best": record["best_agreement"],
             "agreement/best_online": record["best_online_agreement"],
-            "entropy/best": policy_entropy(policy, best.trees, X),
+            "entropy/best": policy_entropy(policy, search.forest(best.trees), X),
             "size/best": record["best_size"], "size/mean": record["mean_size"],
             "tuned": record["tuned"], "return/tuning": record["tuned_return"],
             "agreement/tuning_online": record["tuned_agreement"],
@@ -426,7 +437,7 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
                    tuner=tuner if cfg.evolution.p_gradient > 0 else None, terminals=terminals,
                    callback=on_generation,
                    checkpoint=ckpt, resume=cfg.resume is not None,
-                   write=atomic_write_json)
+                   write=atomic_write_json, tying=tying)
     finally:
         logger.close()
     history = engine.history_
@@ -436,7 +447,7 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
         candidates = [(f"best of generation {h['generation']}", h["best_trees"])
                       for h in sorted(latest.values(), key=lambda h: h["generation"])]
     else:
-        candidates = [("best of the search", engine.best_.trees)]
+        candidates = [("best of the search", engine.forest(engine.best_.trees))]
     return candidates, {
         "generations": len(history), "best_fitness": engine.best_.score.fitness,
         "best_return": engine.best_.score.mean_return,
@@ -444,6 +455,7 @@ def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
         "env_steps": history[-1]["env_steps"],
         "seconds_per_generation": float(np.mean(seconds)),
         "terminals": None if terminals is None else [policy.layout.names[i] for i in terminals],
+        "tying": tying,
         "history": history}
 
 

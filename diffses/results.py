@@ -65,6 +65,11 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
                   "games every generation)",
                   dict(search="evolve", init_random=0.5, terminals=8, terminal_correlation=0.7,
                        fresh_games=True)),
+    "structure-tied": ("structure search by return, opposite moves tied (generation 0 half "
+                       "random, terminals: the 8 groups of correlated features the teacher's "
+                       "actions depend on most, fresh games every generation)",
+                       dict(search="evolve", init_random=0.5, terminals=8,
+                            terminal_correlation=0.7, fresh_games=True, tie_moves=True)),
 }
 
 #: Imitation-loop routes by name: (label, DistillConfig options beyond the shared ones).
@@ -396,14 +401,15 @@ def _dagger_steps(policy: SymbolicPolicy) -> int:
 def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, Any]:
     """Budget options of one fine-tuning row: the constants searches get ``finetune_steps``;
     evolve splits them among its constants variations (one per individual and generation
-    at most)."""
+    at most; none where the moves are tied, whose genes the variation cannot tune)."""
     if options.get("search") != "evolve":
         return {"n_timesteps": cfg.finetune_steps}
     variations = cfg.evolve_population * cfg.evolve_generations
+    p_gradient = 0.0 if options.get("tie_moves") else cfg.p_gradient
     return {"n_timesteps": max(128, cfg.finetune_steps // variations),
             "population_size": cfg.evolve_population, "generations": cfg.evolve_generations,
-            "tournament_size": min(4, cfg.evolve_population), "p_gradient": cfg.p_gradient,
-            "p_crossover": round(max(0.0, 0.8 - cfg.p_gradient), 6)}
+            "tournament_size": min(4, cfg.evolve_population), "p_gradient": p_gradient,
+            "p_crossover": round(max(0.0, 0.8 - p_gradient), 6)}
 
 
 def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, detector_ref: str,

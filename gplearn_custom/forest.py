@@ -20,6 +20,8 @@ from see.tree import Forest, Token, Tree, fold
 INIT_METHODS = ("half and half", "grow", "full")
 #: The features a new terminal draws from: their count (all of them) or their indices.
 Features = int | Sequence[int]
+#: Tied actions: for each action, the genes whose signed sum is its tree, as (gene, +1 or -1).
+Tying = Sequence[Sequence[tuple[int, int]]]
 #: Probability that a crossover or mutation point is an operator node (Koza's 90/10 rule).
 P_FUNCTION_NODE = 0.9
 
@@ -163,6 +165,43 @@ def size(forest: Sequence[Sequence[Token]]) -> int:
 def key(forest: Sequence[Sequence[Token]]) -> str:
     """A canonical string for a forest (equal forests, equal keys)."""
     return json.dumps(forest, sort_keys=True, separators=(",", ":"))
+
+
+def check_tying(tying: Tying, n_actions: int) -> int:
+    """The number of genes of ``tying`` (every gene from 0 on used, signs +1 or -1, one entry
+    per action); a ValueError otherwise."""
+    if len(tying) != n_actions:
+        raise ValueError(f"the tying has {len(tying)} entries for {n_actions} actions")
+    used = {g for terms in tying for g, _ in terms}
+    if not all(terms for terms in tying) or used != set(range(len(used))) or \
+            any(s not in (1, -1) for terms in tying for _, s in terms):
+        raise ValueError("every action of a tying is a signed sum of genes 0, 1, ... "
+                         "(signs +1 or -1), each gene used")
+    return len(used)
+
+
+def compose(genes: Sequence[Sequence[Token]], tying: Tying) -> Forest:
+    """The forest whose action trees are the signed sums of ``genes`` that ``tying`` names
+    (``[(1, -1)]``: the negative of gene 1; ``[(1, 1), (2, 1)]``: gene 1 plus gene 2)."""
+    forest = []
+    for terms in tying:
+        (g, s), rest = terms[0], terms[1:]
+        tree = list(genes[g]) if s > 0 else [{"f": "neg"}, *genes[g]]
+        for g, s in rest:
+            tree = [{"f": "add" if s > 0 else "sub"}, *tree, *genes[g]]
+        forest.append([dict(tok) for tok in tree])
+    return forest
+
+
+def decompose(forest: Sequence[Sequence[Token]], tying: Tying) -> Forest:
+    """Genes for ``tying`` read from a forest: each gene is the tree of the first action that
+    is that gene alone, or the constant 0 where no action is."""
+    genes: Forest = [[{"c": 0.0}] for _ in range(check_tying(tying, len(forest)))]
+    for g in range(len(genes)):
+        alone = next((a for a, terms in enumerate(tying) if [tuple(t) for t in terms] == [(g, 1)]), None)
+        if alone is not None:
+            genes[g] = [dict(tok) for tok in forest[alone]]
+    return genes
 
 
 def cross_entropy(logit_values: np.ndarray, actions: np.ndarray) -> float:

@@ -26,6 +26,11 @@ the same seeded games for every forest of a generation (with ``fresh_games`` eac
 plays the games after the last one's and scores every forest again; otherwise every
 generation plays the same games), so a seed reproduces a run whatever ``n_jobs`` is, and
 on a Dask ``cluster`` (its scheduler's address) too.
+With a ``tying`` (:data:`gplearn_custom.forest.Tying`) an individual is a genome: fewer trees
+(genes) than actions, each action's tree the signed sum of genes it names, so opposite moves
+can share one expression (``LEFT = -RIGHT``) and a variation of a gene changes every action
+built from it; the fitness plays the composed forest, and the records and :meth:`forest` give
+forests, never genes.
 The state after every generation can be written to a JSON checkpoint (by a writer the caller
 passes in; the pipeline's is atomic) and a run resumed from it gives the same result as an
 uninterrupted one.
@@ -94,6 +99,7 @@ class GeneticForestSearch:
         self.function_set = ops.resolve(gp.function_set)
         self.checkpoint_every = checkpoint_every
         self.random_state, self.n_jobs = random_state, n_jobs
+        self.tying: fo.Tying | None = None
         require([
             (sum(self.probabilities) <= 1 + 1e-12,
              "p_crossover, the mutation probabilities and p_gradient must sum to <= 1"),
@@ -105,6 +111,11 @@ class GeneticForestSearch:
     def probabilities(self) -> tuple[float, ...]:
         """crossover, subtree, hoist, point, gradient (reproduction takes the rest)."""
         return (*self.gp.probabilities, self.evolution.p_gradient)
+
+    def forest(self, trees: Forest) -> Forest:
+        """An individual's trees as the forest that plays (its genes composed, with a
+        tying)."""
+        return trees if self.tying is None else fo.compose(trees, self.tying)
 
     def penalized(self, ind: Individual) -> float:
         """Selection fitness: raw fitness minus parsimony_coefficient x node count."""
@@ -135,9 +146,9 @@ class GeneticForestSearch:
         return out
 
     def _initial(self, rng: np.random.Generator, seed_forest: Forest | None,
-                 features: fo.Features, n_actions: int) -> list[Individual]:
+                 features: fo.Features, n_trees: int) -> list[Individual]:
         def random_forest() -> Individual:
-            return Individual([self._random_tree(rng, features) for _ in range(n_actions)],
+            return Individual([self._random_tree(rng, features) for _ in range(n_trees)],
                               origin="random")
 
         if seed_forest is None:
@@ -204,7 +215,7 @@ class GeneticForestSearch:
             "best_online_agreement": best.score.online_agreement,
             "best_cross_entropy": best.score.cross_entropy,
             "best_size": best.size, "mean_size": float(np.mean([i.size for i in population])),
-            "best_constants": fo.constants(best.trees), "best_trees": best.trees,
+            "best_constants": fo.constants(best.trees), "best_trees": self.forest(best.trees),
             "origins": dict(Counter(ind.origin for ind in population)),
             "tuned": len(tuning),
             "tuned_return": mean([t.get("last_return") for t in tuning]),
@@ -217,6 +228,7 @@ class GeneticForestSearch:
         write(path, {
             "format": CHECKPOINT_FORMAT, "generation": generation,
             "rng": rng.bit_generator.state, "env_steps": self._env_steps,
+            "tying": self.tying,
             "population": [ind.to_dict() for ind in population],
             "best": self.best_.to_dict(), "history": self.history_})
 
@@ -225,9 +237,12 @@ class GeneticForestSearch:
             tuner: ConstantTuner | None = None, terminals: Sequence[int] | None = None,
             callback: Callable[[dict[str, Any], "GeneticForestSearch"], bool | None] | None
             = None, checkpoint: str | Path | None = None, resume: bool = False,
-            write: CheckpointWriter = write_json) -> "GeneticForestSearch":
+            write: CheckpointWriter = write_json, tying: fo.Tying | None = None
+            ) -> "GeneticForestSearch":
         """Evolve. ``callback(record, self)`` sees every generation's record and may return
         False to stop; ``terminals``: the features new terminals draw from (default: all);
+        ``tying``: evolve genes that the actions' trees are composed of (the seed forest is
+        read into genes by :func:`gplearn_custom.forest.decompose`);
         ``checkpoint`` is the JSON file ``write`` writes every
         ``checkpoint_every`` generations, which ``resume=True`` continues from when it exists.
 
@@ -240,6 +255,16 @@ class GeneticForestSearch:
         if seed_forest is not None and len(seed_forest) != n_actions:
             raise ValueError(f"the seed forest has {len(seed_forest)} trees for "
                              f"{n_actions} actions")
+        self.tying = None if tying is None else [[(int(g), int(s)) for g, s in terms]
+                                                 for terms in tying]
+        n_genes = n_actions
+        if self.tying is not None:
+            n_genes = fo.check_tying(self.tying, n_actions)
+            if self.evolution.p_gradient > 0:
+                raise ValueError("a tying evolves genes; the constants variation tunes "
+                                 "forests (set p_gradient to 0)")
+            if seed_forest is not None:
+                seed_forest = fo.decompose(seed_forest, self.tying)
         if terminals is not None and not (terminals and all(0 <= t < n_features
                                                               for t in terminals)):
             raise ValueError(f"terminals must be feature indices in 0..{n_features - 1}")
@@ -254,7 +279,7 @@ class GeneticForestSearch:
                 population, start = self._load(path, rng)
             else:
                 t0 = time.perf_counter()
-                population = self._initial(rng, seed_forest, features, n_actions)
+                population = self._initial(rng, seed_forest, features, n_genes)
                 steps = self._score(pool, population, self._games(fitness, 0))
                 self.best_ = max(population, key=lambda ind: ind.score.fitness)
                 record = self._record(0, population, time.perf_counter() - t0, [], steps)
@@ -299,13 +324,13 @@ class GeneticForestSearch:
         return fitness.seed + (generation * fitness.episodes if self.evolution.fresh_games
                                else 0)
 
-    @staticmethod
-    def _score(pool: WorkerPool, population: list[Individual], seed: int) -> int:
+    def _score(self, pool: WorkerPool, population: list[Individual], seed: int) -> int:
         """Score the unscored individuals on the games from ``seed``; the env steps that
         took."""
         todo = [i for i, ind in enumerate(population) if ind.score is None]
         steps = 0
-        for i, score in zip(todo, pool.score([population[i].trees for i in todo], seed)):
+        forests = [self.forest(population[i].trees) for i in todo]
+        for i, score in zip(todo, pool.score(forests, seed)):
             population[i].score = score
             steps += score.env_steps
         return steps
@@ -314,6 +339,9 @@ class GeneticForestSearch:
         state = json.loads(path.read_text())
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a checkpoint of this engine")
+        saved = state.get("tying")
+        if (saved and [[tuple(t) for t in terms] for terms in saved]) != (self.tying or None):
+            raise ValueError(f"{path} was written with another tying of the actions")
         rng.bit_generator.state = state["rng"]
         self._env_steps = int(state["env_steps"])
         self.history_ = list(state["history"])

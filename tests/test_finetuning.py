@@ -103,6 +103,28 @@ def test_cli_evolves_on_pong_end_to_end(small_teacher, pong_policy, tmp_path):
     assert list((folder / "tb").glob("events.out.tfevents.*"))
 
 
+def test_tied_moves_play_opposite_moves_from_one_expression(small_teacher, pong_policy,
+                                                            tmp_path):
+    common = ("--policy", str(pong_policy), "--teacher", str(small_teacher.path), "--detector",
+              "ocatari", "--runs-dir", str(tmp_path), "--search", "evolve", "--tie-moves")
+    refused = run_cli("symbolic_finetuning.py", *common, *TINY)
+    assert refused.returncode == 2 and "--p-gradient 0" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    proc = run_cli("symbolic_finetuning.py", *common, "--p-gradient", "0", "--population-size",
+                   "6", "--generations", "2", "--tournament-size", "2", "--init-random", "0.5",
+                   "--episodes", "1", "--select-episodes", "0", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    folder = next(tmp_path.glob("finetune/*"))
+    trees = dict(zip(SymbolicPolicy.load(folder).action_meanings,
+                     SymbolicPolicy.load(folder).trees))
+    assert trees["LEFT"] == [{"f": "neg"}, *trees["RIGHT"]]
+    history = json.loads((folder / "history.json").read_text())["history"]
+    for record in history:
+        assert record["best_trees"][3] == [{"f": "neg"}, *record["best_trees"][2]]
+    assert len(json.loads((folder / "checkpoint.json").read_text())["population"][0]["trees"]) \
+        == 3
+
+
 def test_gradient_search_resumes_after_sigkill(small_teacher, pong_policy, tmp_path):
     args = [sys.executable, str(ROOT / "symbolic_finetuning.py"), "--policy", str(pong_policy),
             "--teacher", str(small_teacher.path), "--detector", "ocatari",

@@ -20,7 +20,7 @@ from gplearn_custom.ppo import ConstantPPO, PPOConfig, train_constants
 from gplearn_custom.torch_forest import TorchForest
 from gplearn_custom.tuning import ConstantTuner
 from see import operators as ops
-from see.tree import Forest, check_tree, logits
+from see.tree import Forest, check_tree, evaluate, logits
 
 SMOOTH = ("add", "sub", "mul", "div", "neg", "square", "tanh", "sigmoid")
 GAMES = list(range(500, 510))  # evaluation games, apart from the ones training plays
@@ -238,6 +238,46 @@ def test_random_forests_beside_the_seed_find_a_structure_from_chosen_terminals()
     assert greedy_return(search.best_.trees) > greedy_return(still) + 3
     with pytest.raises(ValueError, match="terminals must be feature indices"):
         evolution().fit(REWARD, objenv.LAYOUT.size, 3, seed_forest=still, terminals=[99])
+
+
+def test_tied_moves_evolve_one_expression_for_both_moves(tmp_path):
+    """NOOP, UP = gene 1, DOWN = -gene 1: every forest played moves down exactly where it does
+    not move up, the genome has two trees, and a search from standing still finds tracking."""
+    tying = [[(0, 1)], [(1, 1)], [(1, -1)]]
+    still = [[{"c": 1.0}], [{"c": 0.0}], [{"c": 0.0}]]
+    chosen = [objenv.PADDLE_Y, objenv.BALL_Y]
+    ckpt = tmp_path / "checkpoint.json"
+    search = evolution(population_size=16, init_random=0.5, p_crossover=0.5,
+                       p_subtree_mutation=0.2, p_point_mutation=0.2).fit(
+        REWARD, objenv.LAYOUT.size, 3, seed_forest=still, terminals=chosen, tying=tying,
+        checkpoint=ckpt)
+    assert all(len(ind.trees) == 2 for ind in search.population_)
+    for record in search.history_:
+        up, down = record["best_trees"][1:]
+        assert down == [{"f": "neg"}, *up] and len(record["best_trees"]) == 3
+    best = search.forest(search.best_.trees)
+    assert best[2] == [{"f": "neg"}, *best[1]]
+    assert greedy_return(best) > greedy_return(still) + 3
+    with pytest.raises(ValueError, match="another tying"):
+        evolution(population_size=16).fit(REWARD, objenv.LAYOUT.size, 3, seed_forest=still,
+                                          checkpoint=ckpt, resume=True)
+    with pytest.raises(ValueError, match="p_gradient"):
+        evolution(p_gradient=0.2).fit(REWARD, objenv.LAYOUT.size, 3, seed_forest=still,
+                                      tuner=ConstantTuner(objenv.make_env), tying=tying)
+    with pytest.raises(ValueError, match="signed sum"):
+        evolution().fit(REWARD, objenv.LAYOUT.size, 3, seed_forest=still,
+                        tying=[[(0, 1)], [(2, 1)], [(2, -1)]])
+
+
+def test_genes_compose_into_forests_and_are_read_back_from_them():
+    tying = [[(0, 1)], [(0, 1), (1, 1)], [(2, 1)], [(2, -1)], [(2, 1), (1, 1)],
+             [(2, -1), (1, 1)]]
+    genes = [[{"c": 0.5}], [{"x": 1}], [{"f": "sub"}, {"x": 2}, {"x": 0}]]
+    forest = fo.compose(genes, tying)
+    x = np.array([[1.0, 2.0, 5.0]])
+    values = [float(evaluate(tree, x)[0]) for tree in forest]
+    assert values == [0.5, 2.5, 4.0, -4.0, 6.0, -2.0]
+    assert fo.decompose(forest, tying) == [genes[0], [{"c": 0.0}], genes[2]]   # FIRE: never alone
 
 
 def test_fresh_games_score_every_forest_of_a_generation_on_that_generations_games():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from diffses.distill import (DistillConfig, Split, action_factors, by_meaning, distil, fit_policy,
-                             margins)
+                             margins, move_tying)
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.play import sticky_kwargs
@@ -114,6 +114,18 @@ def test_action_meanings_factor_into_moves_and_fire():
     assert action_factors(["NOOP", "UP", "DOWN"]) is None       # nothing fires
     assert action_factors(["NOOP", "FIRE"]) is not None
     assert action_factors(["UP", "DOWNFIRE"]) is None           # no move shared
+
+
+def test_opposite_moves_tie_into_one_gene():
+    assert move_tying(["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]) == [
+        [(0, 1)], [(0, 1), (1, 1)], [(2, 1)], [(2, -1)], [(2, 1), (1, 1)], [(2, -1), (1, 1)]]
+    full = move_tying(["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "DOWNLEFT",
+                       "UPLEFTFIRE"])
+    assert full[2] == [(2, 1)] and full[5] == [(2, -1)]          # UP and DOWN: one gene
+    assert full[6] == [(3, 1), (2, 1)] and full[7] == [(3, -1), (2, -1)]
+    assert full[8] == [(3, -1), (2, 1), (1, 1)]                  # LEFT + UP + FIRE
+    assert move_tying(["NOOP", "UP", "RIGHT"]) is None           # nothing opposite
+    assert move_tying(["B", "A", "LEFT", "RIGHT"]) is None       # not made of moves
 
 
 def test_forest_by_action_meaning_reads_synonyms_as_one_move():
