@@ -51,6 +51,8 @@ from see.tree import Forest, logits, softmax
 STAGE = "finetune"
 SEARCHES = ("evolve", "gradient")
 CHECKPOINT_JSON = "checkpoint.json"
+#: Seed distance between the searches of ``--search-restarts``.
+RESTART_SEED_STEP = 1000
 CHECKPOINT_PT = "checkpoint.pt"
 #: Fitness games are seeded from ``seed + FITNESS_SEED_OFFSET``, apart from evaluation games.
 FITNESS_SEED_OFFSET = 1000
@@ -105,6 +107,9 @@ class FinetuneConfig:
                                  "one of them (RIGHT and LEFT, UP and DOWN, read from the "
                                  "action meanings), FIRE adds one of its own "
                                  "(diffses.distill.move_tying)")
+    search_restarts: int = arg(1, "evolve: searches one after another, each seeded apart "
+                                  "(its engine and its terminals), every one's candidates "
+                                  "chosen among on the selection games")
     n_jobs: int = arg(1, "worker processes for fitness and tuning (-1: every CPU)")
     cluster: str | None = arg(None, "address of a Dask scheduler (tcp://HOST:8786) whose workers "
                                     "run the fitness and tuning tasks instead of --n-jobs "
@@ -146,6 +151,7 @@ class FinetuneConfig:
             (self.select_episodes >= 0, "select_episodes must be >= 0"),
             (self.select_every >= 1, "select_every must be at least 1"),
             (self.terminals >= 0, "terminals must be >= 0"),
+            (self.search_restarts >= 1, "search_restarts must be at least 1"),
             (not self.evolution.fresh_games or self.gp.generations * self.episodes
              <= SELECT_SEED_OFFSET - FITNESS_SEED_OFFSET,
              "fresh_games: generations x episodes must leave the selection games apart "
@@ -178,12 +184,12 @@ class FinetuneConfig:
         """The CMA-ES part with this run's env-step budget."""
         return dataclasses.replace(self.cmaes, n_timesteps=self.n_timesteps)
 
-    def search_engine(self, function_set: tuple[str, ...]) -> GeneticForestSearch:
+    def search_engine(self, function_set: tuple[str, ...], seed: int) -> GeneticForestSearch:
         """The GP engine over ``function_set`` (the policy's, unless --function-set)."""
         try:
             return GeneticForestSearch(
                 dataclasses.replace(self.gp, function_set=function_set), self.evolution,
-                checkpoint_every=self.checkpoint_freq, random_state=self.seed,
+                checkpoint_every=self.checkpoint_freq, random_state=seed,
                 n_jobs=self.n_jobs, cluster=self.cluster)
         except ValueError as err:
             raise UserError(str(err)) from None
@@ -399,24 +405,52 @@ def feature_groups(X: np.ndarray, correlation: float) -> list[list[int]]:
 def evolve(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
            tuner: ConstantTuner, X: np.ndarray | None
            ) -> tuple[list[tuple[str, Forest]], dict[str, Any]]:
-    """GP from the policy; the candidates (the best forest, or with fresh games each
-    generation's best) and a summary."""
+    """GP from the policy, ``--search-restarts`` searches one after another; the candidates
+    of every search (each one's best forest, or with fresh games each generation's best) and a
+    summary (that of the search of the best fitness, with every search's env steps)."""
     policy = inputs.policy
-    terminals = (teacher_features(X, inputs.dataset.actions, cfg.terminals, cfg.seed,
-                                  cfg.terminal_correlation)
-                 if cfg.terminals and X is not None else None)
-    if terminals is not None:
-        print("[finetune] new terminals draw from " +
-              ", ".join(policy.layout.names[i] for i in terminals), flush=True)
     tying = move_tying(policy.action_meanings) if cfg.tie_moves else None
     if cfg.tie_moves and tying is None:
         raise UserError(f"--tie-moves: no two of the actions {policy.action_meanings} are "
                         f"opposite moves")
+    searches = [one_search(cfg, inputs, run_, fitness, tuner, X, tying, r)
+                for r in range(cfg.search_restarts)]
+    if len(searches) == 1:
+        return searches[0]
+    candidates = [(f"search {r}: {label}", trees) for r, (found, _) in enumerate(searches)
+                  for label, trees in found]
+    summaries = [summary for _, summary in searches]
+    best = max(range(len(summaries)), key=lambda r: (summaries[r]["best_fitness"], -r))
+    return candidates, {
+        **summaries[best], "best_search": best,
+        "env_steps": sum(summary["env_steps"] for summary in summaries),
+        "searches": [{k: v for k, v in summary.items() if k != "history"}
+                     for summary in summaries],
+        "history": [dict(h, search=r) for r, summary in enumerate(summaries)
+                    for h in summary["history"]]}
+
+
+def one_search(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessSpec,
+               tuner: ConstantTuner, X: np.ndarray | None,
+               tying: list[list[tuple[int, int]]] | None, restart: int
+               ) -> tuple[list[tuple[str, Forest]], dict[str, Any]]:
+    """Search number ``restart`` (0: seeded by ``--seed``, later ones by ``--seed`` +
+    1000 x ``restart``: the engine and the random forest that picks the terminals), with its
+    own checkpoint and TensorBoard folder; its candidates and summary."""
+    policy = inputs.policy
+    seed = cfg.seed + RESTART_SEED_STEP * restart
+    terminals = (teacher_features(X, inputs.dataset.actions, cfg.terminals, seed,
+                                  cfg.terminal_correlation)
+                 if cfg.terminals and X is not None else None)
+    if terminals is not None:
+        print(f"[finetune] search {restart}: new terminals draw from " +
+              ", ".join(policy.layout.names[i] for i in terminals), flush=True)
     function_set = tuple(cfg.gp.function_set or policy.function_set or ops.DEFAULT_FUNCTION_SET)
-    engine = cfg.search_engine(function_set)
-    ckpt = run_.path / CHECKPOINT_JSON
+    engine = cfg.search_engine(function_set, seed)
+    ckpt = run_.path / (CHECKPOINT_JSON if restart == 0 else f"checkpoint_{restart}.json")
     done = len(json.loads(ckpt.read_text())["history"]) if cfg.resume and ckpt.is_file() else 0
-    logger = Logger(run_.path / "tb", cfg.gp.generations, done, "gen", cfg.progress)
+    logger = Logger(run_.path / "tb" / (f"search_{restart}" if restart else ""),
+                    cfg.gp.generations, done, "gen", cfg.progress)
 
     def on_generation(record: dict[str, Any], search: GeneticForestSearch) -> None:
         best = max(search.population_, key=lambda ind: ind.score.fitness)

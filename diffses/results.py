@@ -118,6 +118,8 @@ class ResultsConfig:
     evolve_population: int = arg(6, "evolve row: population")
     evolve_generations: int = arg(3, "evolve row: generations")
     p_gradient: float = arg(0.5, "evolve row: probability of the constants variation")
+    search_restarts: int = arg(1, "evolve rows: searches per seed, each seeded apart, the best "
+                                  "of all their candidates kept on the selection games")
     select_episodes: int = arg(3, "fine-tuning: selection games (seeded apart)")
     start: tuple[str, ...] = arg((), "policy.json files played and fine-tuned beside the "
                                      "distilled forests, under each perception (their object "
@@ -185,6 +187,7 @@ class ResultsConfig:
             raise UserError("--p-gradient must be in [0, 0.8] (the mutations keep 0.2)")
         positive = ("eval_episodes", "dataset_episodes", "finetune_steps", "finetune_max_steps",
                     "restarts", "select_episodes", "evolve_population", "evolve_generations",
+                    "search_restarts",
                     "tune_episodes", "dagger_episodes", "loop_episodes", "loop_select",
                     "loop_restarts", "gp_loop_restarts", "loop_rounds", "loop_generations",
                     "loop_reselect_games")
@@ -409,7 +412,8 @@ def finetune_budget(cfg: ResultsConfig, options: dict[str, Any]) -> dict[str, An
     return {"n_timesteps": max(128, cfg.finetune_steps // variations),
             "population_size": cfg.evolve_population, "generations": cfg.evolve_generations,
             "tournament_size": min(4, cfg.evolve_population), "p_gradient": p_gradient,
-            "p_crossover": round(max(0.0, 0.8 - p_gradient), 6)}
+            "p_crossover": round(max(0.0, 0.8 - p_gradient), 6),
+            "search_restarts": cfg.search_restarts}
 
 
 def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, detector_ref: str,
@@ -420,6 +424,8 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
     types, if any)."""
     def one(key: str) -> None:
         method, options = FINETUNES[key]
+        if options.get("search") == "evolve" and cfg.search_restarts > 1:
+            method += f", best of {cfg.search_restarts} searches"
         fcfg = finetune.FinetuneConfig(
             policy=start, teacher=str(table.teacher_run.path), detector=detector_ref,
             dataset=data_path, seed=seed, eval_episodes=0, max_steps=cfg.finetune_max_steps,

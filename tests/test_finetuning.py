@@ -125,6 +125,30 @@ def test_tied_moves_play_opposite_moves_from_one_expression(small_teacher, pong_
         == 3
 
 
+def test_restarted_searches_are_seeded_apart_and_all_their_candidates_compete(
+        small_teacher, pong_policy, tmp_path):
+    proc = run_cli("symbolic_finetuning.py", "--policy", str(pong_policy), "--teacher",
+                   str(small_teacher.path), "--detector", "ocatari", "--runs-dir", str(tmp_path),
+                   "--search", "evolve", "--search-restarts", "2", "--p-gradient", "0",
+                   "--population-size", "4", "--generations", "2", "--tournament-size", "2",
+                   "--init-random", "0.5", "--fresh-games", "--episodes", "1",
+                   "--select-episodes", "1", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    folder = next(tmp_path.glob("finetune/*"))
+    metrics = SymbolicPolicy.load(folder).metrics
+    labels = [c["candidate"] for c in metrics["selection"]["candidates"]]
+    assert labels[0] == "start" and {label.split(":")[0] for label in labels[1:]} == \
+        {"search 0", "search 1"}
+    assert len(metrics["searches"]) == 2
+    assert metrics["env_steps"] == sum(s["env_steps"] for s in metrics["searches"])
+    history = json.loads((folder / "history.json").read_text())["history"]
+    assert [(h["search"], h["generation"]) for h in history] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    first = json.loads((folder / "checkpoint.json").read_text())
+    second = json.loads((folder / "checkpoint_1.json").read_text())
+    assert first["rng"] != second["rng"]
+    assert (folder / "tb" / "search_1").is_dir()
+
+
 def test_gradient_search_resumes_after_sigkill(small_teacher, pong_policy, tmp_path):
     args = [sys.executable, str(ROOT / "symbolic_finetuning.py"), "--policy", str(pong_policy),
             "--teacher", str(small_teacher.path), "--detector", "ocatari",

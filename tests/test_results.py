@@ -23,7 +23,7 @@ from diffses.errors import UserError
 from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
 from diffses.pretrained import ShipPolicyConfig, _select_return, ship_policy
-from diffses.results import FINETUNES, ROUTES, ResultsConfig, Table, run
+from diffses.results import FINETUNES, ROUTES, ResultsConfig, Table, finetune_budget, run
 from planted import rule_dataset
 from see.tree import logits
 
@@ -227,3 +227,16 @@ def test_a_shipped_seed_is_chosen_by_its_fresh_games_when_its_rounds_were_replay
     assert _select_return(policy) == 6.5
     policy.metrics = {}
     assert _select_return(policy) == float("-inf")
+
+
+def test_evolve_rows_carry_their_restarts_and_tied_rows_no_constants_variation():
+    cfg = ResultsConfig(teacher="unused", p_gradient=0.3, search_restarts=3,
+                        evolve_population=10, evolve_generations=2)
+    tied = finetune_budget(cfg, FINETUNES["structure-tied"][1])
+    free = finetune_budget(cfg, FINETUNES["structure"][1])
+    assert tied["search_restarts"] == free["search_restarts"] == 3
+    assert tied["p_gradient"] == 0 and tied["p_crossover"] == 0.8
+    assert free["p_gradient"] == 0.3 and free["p_crossover"] == 0.5
+    assert "search_restarts" not in finetune_budget(cfg, FINETUNES["cmaes"][1])
+    with pytest.raises(UserError, match="--search-restarts"):
+        ResultsConfig(teacher="unused", search_restarts=0)
