@@ -119,6 +119,10 @@ class FinetuneConfig:
                                      "actions with this repeat probability (Atari; a policy "
                                      "cannot win by replaying one sequence of moves)")
     max_steps: int | None = arg(2000, "cap on agent steps per game in fitness and training")
+    length_bonus: float = arg(0.0, "evolve, reward fitness: add this x the share of "
+                                   "--max-steps the fitness games lasted (below the smallest "
+                                   "step of the mean return, it breaks ties: of forests that "
+                                   "lose alike, the one keeping the ball in play longest wins)")
     n_timesteps: int = arg(5000, "env steps per constants tuning: the whole --search gradient "
                                  "run, or each p_gradient variation", aliases=("-n",))
     ppo: PPOConfig = part(PPOConfig(n_envs=2, expert_coef=1.0))
@@ -157,6 +161,8 @@ class FinetuneConfig:
              "fresh_games: generations x episodes must leave the selection games apart "
              f"(at most {SELECT_SEED_OFFSET - FITNESS_SEED_OFFSET})"),
             (0 < self.terminal_correlation <= 1, "terminal_correlation must be in (0, 1]"),
+            (self.length_bonus >= 0 and (not self.length_bonus or self.max_steps),
+             "--length-bonus is >= 0 and needs --max-steps"),
             (not self.tie_moves or self.evolution.p_gradient == 0,
              "--tie-moves evolves genes shared by actions; the constants variation tunes "
              "whole forests (set --p-gradient 0)"),
@@ -628,7 +634,9 @@ def run(cfg: FinetuneConfig) -> Run:
                               make_env=play_env, seed=cfg.seed + FITNESS_SEED_OFFSET,
                               episodes=cfg.episodes if cfg.search == "evolve" else
                               cfg.cmaes.episodes, X=X, actions=actions,
-                              imitation_weight=cfg.imitation_weight)
+                              imitation_weight=cfg.imitation_weight,
+                              length_bonus=cfg.length_bonus if cfg.search == "evolve" else 0.0,
+                              max_steps=cfg.max_steps)
         tuner = ConstantTuner(tune_env, cfg.optimizer, cfg.ppo_config(), cfg.cmaes_config(),
                               inputs.device)
         if cfg.search == "evolve":

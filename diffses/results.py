@@ -70,6 +70,13 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
                        "actions depend on most, fresh games every generation)",
                        dict(search="evolve", init_random=0.5, terminals=8,
                             terminal_correlation=0.7, fresh_games=True, tie_moves=True)),
+    "structure-tied-length": ("structure search by return, opposite moves tied, equal returns "
+                              "ranked by game length (generation 0 half random, terminals: the "
+                              "8 groups of correlated features the teacher's actions depend on "
+                              "most, fresh games every generation)",
+                              dict(search="evolve", init_random=0.5, terminals=8,
+                                   terminal_correlation=0.7, fresh_games=True, tie_moves=True,
+                                   length_bonus=0.4)),
 }
 
 #: Imitation-loop routes by name: (label, DistillConfig options beyond the shared ones).

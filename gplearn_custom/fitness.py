@@ -3,7 +3,10 @@
 Higher is better. ``imitation`` is minus the cross-entropy of the forest's softmax to the
 teacher's actions on a dataset; ``reward`` is the mean return of the greedy forest (argmax of
 the trees) over ``episodes`` games seeded ``seed, seed + 1, ...`` (the same games for every
-forest); ``mixed`` is ``reward - imitation_weight * cross-entropy``.
+forest); ``mixed`` is ``reward - imitation_weight * cross-entropy``. A ``length_bonus`` W
+adds W x the share of ``max_steps`` the games lasted to the reward fitness: kept below the
+smallest step of the mean return it only breaks ties, where every forest loses alike (in Pong,
+21-0) and the one that keeps the ball in play longest is closest to returning it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class FitnessSpec:
     X: np.ndarray | None = None          # (N, F) dataset features, for imitation
     actions: np.ndarray | None = None    # (N,) teacher actions
     imitation_weight: float = 1.0
+    length_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -43,6 +47,9 @@ class FitnessSpec:
             raise ValueError(f"{self.kind} fitness needs a dataset of teacher actions")
         if self.episodes < 1:
             raise ValueError("episodes must be at least 1")
+        if self.length_bonus < 0 or (self.length_bonus > 0 and self.max_steps is None):
+            raise ValueError("a length bonus is >= 0 and needs max_steps, the cap it is a "
+                             "share of")
 
 
 @dataclass
@@ -122,6 +129,9 @@ class Evaluator:
             score.fitness = score.mean_return
         else:
             score.fitness = score.mean_return - spec.imitation_weight * score.cross_entropy
+        if spec.length_bonus and spec.kind != "imitation":
+            score.fitness += spec.length_bonus * score.env_steps / (spec.episodes *
+                                                                    spec.max_steps)
         return score
 
     def close(self) -> None:

@@ -345,3 +345,15 @@ def test_bad_parameters_are_refused():
         evolution(p_gradient=0.2).fit(REWARD, objenv.LAYOUT.size, 3, objenv.BEST)
     with pytest.raises(ValueError, match="needs a dataset"):
         FitnessSpec("imitation")
+
+
+def test_a_length_bonus_adds_the_share_of_the_cap_the_games_lasted():
+    spec = FitnessSpec("reward", objenv.make_env, episodes=2, seed=0, max_steps=30,
+                       length_bonus=0.4)
+    plain = Evaluator(FitnessSpec("reward", objenv.make_env, episodes=2, seed=0, max_steps=30))
+    for forest in (objenv.BEST, objenv.perturbed(0.1)):
+        score, base = Evaluator(spec)(forest), plain(forest)
+        assert score.mean_return == base.mean_return and score.env_steps == base.env_steps
+        assert score.fitness == pytest.approx(base.fitness + 0.4 * score.env_steps / 60)
+    with pytest.raises(ValueError, match="needs max_steps"):
+        FitnessSpec("reward", objenv.make_env, length_bonus=0.4)
