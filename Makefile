@@ -110,7 +110,8 @@ routes-pong-reselect: $(STAMP)
 # relations: 100 programs x 10 generations, each scored on two 2,000-step games, the best of
 # each generation a candidate on 5 selection games; beside the teacher and the forest and tree
 # fitted once. STRUCTURE_ARGS="--cluster tcp://HOST:8786" spreads the seeds over Dask workers;
-# STRUCTURE=structure-tied ties opposite moves to one expression.
+# STRUCTURE=structure-tied ties opposite moves to one expression, structure-tied-length also
+# ranks equal returns by game length.
 STRUCTURE ?= structure
 structure-pong: $(STAMP)
 	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari --relations \
