@@ -385,12 +385,12 @@ def move_tying(meanings: list[str]) -> list[list[tuple[int, int]]] | None:
     present = {d for moves, _ in parsed for d in moves}
     if not any(a in present and b in present for a, b in OPPOSITES):
         return None
+    axis = {d: (d, 1) for d in present}   # a move's gene and sign
+    axis.update({b: (a, -1) for a, b in OPPOSITES if a in present and b in present})
     genes: dict[str, int] = {}
-    signs = {b: (a, -1) for a, b in OPPOSITES if a in present}
     tying = []
     for moves, fires in parsed:
-        terms = [(genes.setdefault(signs.get(d, (d, 1))[0], len(genes)),
-                  signs.get(d, (d, 1))[1]) for d in moves] or \
+        terms = [(genes.setdefault(axis[d][0], len(genes)), axis[d][1]) for d in moves] or \
             [(genes.setdefault("NOOP", len(genes)), 1)]
         if fires:
             terms.append((genes.setdefault("FIRE", len(genes)), 1))

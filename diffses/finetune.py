@@ -51,9 +51,9 @@ from see.tree import Forest, logits, softmax
 STAGE = "finetune"
 SEARCHES = ("evolve", "gradient")
 CHECKPOINT_JSON = "checkpoint.json"
+CHECKPOINT_PT = "checkpoint.pt"
 #: Seed distance between the searches of ``--search-restarts``.
 RESTART_SEED_STEP = 1000
-CHECKPOINT_PT = "checkpoint.pt"
 #: Fitness games are seeded from ``seed + FITNESS_SEED_OFFSET``, apart from evaluation games.
 FITNESS_SEED_OFFSET = 1000
 #: Selection games (the returned policy is chosen on them) from ``seed + SELECT_SEED_OFFSET``.
@@ -441,8 +441,8 @@ def one_search(cfg: FinetuneConfig, inputs: Inputs, run_: Run, fitness: FitnessS
                tying: list[list[tuple[int, int]]] | None, restart: int
                ) -> tuple[list[tuple[str, Forest]], dict[str, Any]]:
     """Search number ``restart`` (0: seeded by ``--seed``, later ones by ``--seed`` +
-    1000 x ``restart``: the engine and the random forest that picks the terminals), with its
-    own checkpoint and TensorBoard folder; its candidates and summary."""
+    ``RESTART_SEED_STEP`` x ``restart``: the engine and the random forest that picks the
+    terminals), with its own checkpoint and TensorBoard folder; its candidates and summary."""
     policy = inputs.policy
     seed = cfg.seed + RESTART_SEED_STEP * restart
     terminals = (teacher_features(X, inputs.dataset.actions, cfg.terminals, seed,

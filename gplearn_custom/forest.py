@@ -198,7 +198,7 @@ def decompose(forest: Sequence[Sequence[Token]], tying: Tying) -> Forest:
     is that gene alone, or the constant 0 where no action is."""
     genes: Forest = [[{"c": 0.0}] for _ in range(check_tying(tying, len(forest)))]
     for g in range(len(genes)):
-        alone = next((a for a, terms in enumerate(tying) if [tuple(t) for t in terms] == [(g, 1)]), None)
+        alone = next((a for a, terms in enumerate(tying) if list(terms) == [(g, 1)]), None)
         if alone is not None:
             genes[g] = [dict(tok) for tok in forest[alone]]
     return genes
