@@ -34,7 +34,7 @@ import yaml
 
 from diffses import dataset, distill, finetune, tune
 from diffses.arrays import DatasetArrays
-from diffses.cli import arg
+from diffses.cli import arg, flat_values
 from diffses.detection import Detector, detector_for, load_detector
 from diffses.envs import require_same_game
 from diffses.errors import UserError
@@ -42,7 +42,8 @@ from diffses.io import atomic_write_json, atomic_write_text
 from diffses.perception import Perception
 from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
-from diffses.runs import Run, jsonable, resolve_run, resume_config
+from diffses.runs import (Run, jsonable, resolve_run, resume_config, seconds_spent,
+                          unfinished_run)
 from diffses.teacher import load_teacher
 from diffses.utils import cluster_client
 from gplearn_custom.params import at_least, require
@@ -51,6 +52,9 @@ STAGE = "results"
 #: Each finished step's outcome (dataset path, row), read back by ``--resume``.
 STEPS = "steps.json"
 T = TypeVar("T")
+
+#: Fine-tuning options a resumed run takes from the call, not from its stored config.
+RESUME_IGNORED = ("resume", "runs_dir", "device", "progress", "cluster")
 
 #: Fine-tuning rows by name: (label, FinetuneConfig options beyond the shared ones).
 FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -167,7 +171,9 @@ class ResultsConfig:
     quick: bool = arg(False, "a spot check in minutes: one seed, 3 evaluation games, one "
                              "dataset game, small searches (not a result)")
     resume: str | None = arg(None, "continue a killed results run (its folder): the datasets, "
-                                   "distillations and rows it finished are kept")
+                                   "distillations and rows it finished are kept, and a "
+                                   "fine-tuning it was in the middle of goes on from its "
+                                   "checkpoint")
     resume_seeds: tuple[int, ...] = arg((), "with --resume: finish the table over these of "
                                             "its seeds only (a table cut short)")
     cluster: str | None = arg(None, "address of a Dask scheduler (tcp://HOST:8786): every step "
@@ -264,8 +270,10 @@ class Table:
     (:meth:`each`), and adds no rows: a second pass over the finished steps adds them in
     order."""
 
-    def __init__(self, cfg: ResultsConfig, teacher_run: Run, folder: Path, client: Any = None):
+    def __init__(self, cfg: ResultsConfig, teacher_run: Run, folder: Path, client: Any = None,
+                 created: str = ""):
         self.cfg, self.teacher_run = cfg, teacher_run
+        self.created = created   # the results run's creation time (ISO)
         self.seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         self.rows: dict[tuple[str, str], Row] = {}
         self.steps_path = folder / STEPS
@@ -440,10 +448,17 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
             **finetune_budget(cfg, options), runs_dir=cfg.runs_dir, name=cfg.name)
 
         def measured() -> dict[str, Any]:
-            ft_run, ft_s = _timed(lambda: finetune.run(fcfg))
+            run_cfg, before = fcfg, 0.0
+            killed = unfinished_run(cfg.runs_dir, finetune.STAGE, flat_values(fcfg),
+                                    table.created, RESUME_IGNORED)
+            if killed is not None:
+                print(f"[results] continuing the killed search in {killed.path}", flush=True)
+                run_cfg, before = replace(fcfg, resume=str(killed.path)), seconds_spent(killed)
+            ft_run, ft_s = _timed(lambda: finetune.run(run_cfg))
             tuned = SymbolicPolicy.load(ft_run.path / POLICY)
             return table.measure(perception, f"{prefix}: {method}", tuned, split,
-                                 int(tuned.metrics.get("env_steps", 0)), ft_s, str(ft_run.path))
+                                 int(tuned.metrics.get("env_steps", 0)), before + ft_s,
+                                 str(ft_run.path))
         table.row(f"{perception.detector.name}/s{seed}/{prefix}: {method}", measured)
     table.each(one, cfg.finetunes)
 
@@ -619,7 +634,7 @@ def run(cfg: ResultsConfig) -> Run:
         run_ = resumed
         run_.manifest["status"] = "running"
         run_.save()
-    table = Table(cfg, teacher_run, run_.path, client)
+    table = Table(cfg, teacher_run, run_.path, client, run_.manifest["created"])
     with run_.failing():
         def teacher_row() -> dict[str, Any]:
             model = load_teacher(teacher_run, "cpu")

@@ -184,6 +184,26 @@ def find_runs(runs_dir: str | Path, stage: str, env_id: str | None = None,
     return sorted(runs, key=lambda r: (r.manifest.get("created", ""), r.path.name))
 
 
+def unfinished_run(runs_dir: str | Path, stage: str, config: dict[str, Any], since: str,
+                   ignore: tuple[str, ...] = ()) -> Run | None:
+    """The newest run of ``stage`` that a kill left ``running``, created at or after ``since``
+    (an ISO time) with ``config`` as its stored config (keys in ``ignore`` aside), or None."""
+    want = {k: v for k, v in jsonable(config).items() if k not in ignore}
+    found = [run for run in find_runs(runs_dir, stage, complete_only=False)
+             if run.manifest.get("status") == "running"
+             and run.manifest.get("created", "") >= since
+             and {k: v for k, v in run.config.items() if k not in ignore} == want]
+    return found[-1] if found else None
+
+
+def seconds_spent(run: Run) -> float:
+    """Wall-clock seconds from a run's creation to the latest write in its folder."""
+    created = dt.datetime.fromisoformat(run.manifest["created"]).timestamp()
+    latest = max((p.stat().st_mtime for p in run.path.rglob("*") if p.is_file()),
+                 default=created)
+    return max(0.0, latest - created)
+
+
 def check_runs_dir(runs_dir: str | Path) -> None:
     """Refuse a ``--runs-dir`` that is a file (or holds a file where a stage folder goes)."""
     check_folder_path(runs_dir, "--runs-dir")

@@ -24,7 +24,7 @@ from gplearn_custom.ppo import PPOConfig
 from gplearn_custom.tuning import ConstantTuner
 from localcluster import ROOT, DaskCluster, project_env
 from test_gplearn_custom import REWARD, evolution
-from test_results import killed_after_its_distillation
+from test_results import killed_results_run
 
 TUNER = ConstantTuner(objenv.make_env, ppo=PPOConfig(n_timesteps=200, n_envs=2, n_steps=50,
                                                      batch_size=100))
@@ -170,7 +170,7 @@ def test_a_worker_with_another_version_of_the_project_is_refused(tmp_path):
 
 
 def test_a_results_run_killed_on_the_cluster_resumes_there(teacher_run, cluster, tmp_path):
-    steps = killed_after_its_distillation(teacher_run.path, tmp_path, "--cluster",
+    steps = killed_results_run(teacher_run.path, tmp_path, "--cluster",
                                           cluster.address, env=project_env())
     folder = next(tmp_path.glob("results/*"))
     done = results(ResultsConfig(resume=str(folder), cluster=cluster.address,

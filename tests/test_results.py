@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ from diffses.features import FeatureLayout
 from diffses.policy import SymbolicPolicy
 from diffses.pretrained import ShipPolicyConfig, _select_return, ship_policy
 from diffses.results import FINETUNES, ROUTES, ResultsConfig, Table, finetune_budget, run
+from diffses.runs import Run, unfinished_run
 from planted import rule_dataset
 from see.tree import logits
 
@@ -143,10 +144,17 @@ def test_dagger_rows_refit_the_forest_and_the_tree_on_their_own_games(short_game
             assert row["env_steps"] > records
 
 
-def killed_after_its_distillation(teacher: Path, runs_dir: Path, *extra: str,
-                                  env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start a small one-seed ``results.py`` run, SIGKILL it once its distilled forest is in
-    steps.json and return those steps."""
+def distilled(steps: dict[str, Any], runs_dir: Path) -> bool:
+    """Whether a results run's steps hold its distilled forest."""
+    return any("distilled forest" in key for key in steps)
+
+
+def killed_results_run(teacher: Path, runs_dir: Path, *extra: str,
+                       env: dict[str, str] | None = None,
+                       ready: Callable[[dict[str, Any], Path], bool] = distilled
+                       ) -> dict[str, Any]:
+    """Start a small one-seed ``results.py`` run, SIGKILL it once ``ready(steps, runs_dir)``
+    (default: its distilled forest is in steps.json) and return those steps."""
     args = [sys.executable, str(ROOT / "results.py"), "--teacher", str(teacher),
             "--detectors", "ocatari", "--seeds", "0", "--eval-episodes", "2",
             "--eval-max-steps", "30", "--dataset-episodes", "1", "--population-size", "30",
@@ -156,7 +164,7 @@ def killed_after_its_distillation(teacher: Path, runs_dir: Path, *extra: str,
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env)
     deadline, steps = time.monotonic() + 240, {}
-    while not any("distilled forest" in key for key in steps):
+    while not ready(steps, runs_dir):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.1)
         for path in runs_dir.glob("results/*/steps.json"):
@@ -167,7 +175,7 @@ def killed_after_its_distillation(teacher: Path, runs_dir: Path, *extra: str,
 
 
 def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tmp_path):
-    steps = killed_after_its_distillation(teacher_run.path, tmp_path)
+    steps = killed_results_run(teacher_run.path, tmp_path)
     folder = next(tmp_path.glob("results/*"))
     with pytest.raises(UserError, match=r"the run's seeds are \(0,\)"):
         run(ResultsConfig(resume=str(folder), resume_seeds=(7,), runs_dir=str(tmp_path)))
@@ -184,6 +192,46 @@ def test_a_killed_results_run_resumes_keeping_its_finished_steps(teacher_run, tm
         v["run_path"] for k, v in steps.items() if "distilled forest" in k)]
     proc = run_cli("results.py", "--resume", str(folder), "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "is complete; nothing to resume" in proc.stderr
+
+
+def searching(steps: dict[str, Any], runs_dir: Path) -> bool:
+    """Whether a results run's structure search has checkpointed a generation."""
+    return any(len(json.loads(p.read_text())["history"]) >= 2
+               for p in runs_dir.glob("finetune/*/checkpoint.json"))
+
+
+def test_a_results_run_killed_mid_search_continues_that_search(teacher_run, tmp_path):
+    generations = 12
+    killed = killed_results_run(teacher_run.path, tmp_path, "--finetunes",
+                                "structure-tied-length", "--evolve-population", "2",
+                                "--evolve-generations", str(generations), "--p-gradient", "0",
+                                ready=searching)
+    assert not any("structure search" in key for key in killed)
+    [search] = tmp_path.glob("finetune/*")
+    before = json.loads((search / "checkpoint.json").read_text())["history"]
+    assert 2 <= len(before) < generations
+    done = run(ResultsConfig(resume=str(next(tmp_path.glob("results/*"))),
+                             runs_dir=str(tmp_path)))
+    assert list(tmp_path.glob("finetune/*")) == [search]
+    history = json.loads((search / "history.json").read_text())["history"]
+    assert len(history) == generations and history[:len(before)] == before
+    rows = {r["method"]: r for r in json.loads((done.path / "results.json").read_text())["rows"]}
+    [row] = [r for m, r in rows.items() if "structure search" in m]
+    assert row["runs"] == [str(search)] and row["env_steps"] == history[-1]["env_steps"]
+
+
+def test_only_a_killed_run_of_the_same_config_since_then_is_continued(tmp_path):
+    config = {"seed": 0, "policy": "p.json", "resume": None, "runs_dir": str(tmp_path)}
+    first = Run.create(tmp_path, "finetune", "PongNoFrameskip-v4", "a", 0, config)
+    other = Run.create(tmp_path, "finetune", "PongNoFrameskip-v4", "b", 1, dict(config, seed=1))
+    since = first.manifest["created"]
+    moved = dict(config, runs_dir="elsewhere")
+    assert unfinished_run(tmp_path, "finetune", moved, since, ("runs_dir",)).path == first.path
+    assert unfinished_run(tmp_path, "finetune", moved, since) is None
+    assert unfinished_run(tmp_path, "finetune", config, "9999") is None
+    first.finish()
+    assert unfinished_run(tmp_path, "finetune", config, since) is None
+    assert unfinished_run(tmp_path, "finetune", dict(config, seed=1), since).path == other.path
 
 
 def test_a_resumed_step_whose_run_folder_is_gone_is_done_again(tmp_path):
