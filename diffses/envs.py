@@ -366,6 +366,49 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, frame_stack: int =
     return venv
 
 
+class SingleGame:
+    """One game stepped like a one-env ``DummyVecEnv`` (batch of 1, reset at every ``done``,
+    seeded at its first reset), for players that act on ``info`` rather than the observation:
+    no frame stack and no copy of each step's info, so the same game runs faster."""
+
+    num_envs = 1
+
+    def __init__(self, env: gym.Env, seed: int):
+        self.env, self._seed = env, seed
+        self.reset_infos: list[dict[str, Any]] = [{}]
+
+    @property
+    def unwrapped(self) -> "SingleGame":
+        return self
+
+    def reset(self) -> np.ndarray:
+        obs, self.reset_infos[0] = self.env.reset(seed=self._seed)
+        self._seed = None
+        return obs[None]
+
+    def step(self, actions: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, reward, terminated, truncated, info = self.env.step(int(actions[0]))
+        done = terminated or truncated
+        info["TimeLimit.truncated"] = truncated and not terminated
+        if done:
+            info["terminal_observation"] = obs
+            obs, self.reset_infos[0] = self.env.reset()
+        return obs[None], np.array([reward], np.float32), np.array([done]), [info]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_game(env_id: str, seed: int, **env_kwargs: Any) -> SingleGame | VecEnv:
+    """One game of ``env_id`` for a player that reads ``info`` (a symbolic policy): the same
+    game, rewards and infos as :func:`make_vec_env` gives for ``seed``, without the stacked
+    frames it does not read (:class:`SingleGame`; Retro keeps its own process)."""
+    if resolve_env(env_id).backend == "retro":
+        return make_vec_env(env_id, 1, seed, 1, **env_kwargs)
+    return SingleGame(make_env(env_id, **dict(env_kwargs, frame_size=None)), seed)
+
+
 def reset_info(venv: VecEnv, index: int) -> dict[str, Any]:
     """The info of env ``index``'s latest reset (wrappers such as frame stacking hide it)."""
     return venv.unwrapped.reset_infos[index]

@@ -57,7 +57,8 @@ class PerceptionEnv(gym.Env):
         super().reset(seed=seed)
         self.close()
         self.venv = teacher_env(self.teacher_run, 0 if seed is None else int(seed),
-                                clip_reward=False, **self.env_kwargs)
+                                frames=self.teacher is not None, clip_reward=False,
+                                **self.env_kwargs)
         self._obs = self.venv.reset()
         self.agent.reset()
         self._steps = 0

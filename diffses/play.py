@@ -97,13 +97,15 @@ def sticky_kwargs(env_id: str, sticky: float) -> dict[str, Any]:
 def play_episodes(teacher_run: Run, seeds: Sequence[int],
                   make_actor: Callable[[], Callable[[np.ndarray, dict[str, Any]], int]],
                   env_kwargs: dict[str, Any], max_steps: int | None = None,
-                  sticky: float = 0.0, lengths: list[int] | None = None) -> list[float]:
+                  sticky: float = 0.0, lengths: list[int] | None = None,
+                  frames: bool = True) -> list[float]:
     """One game per seed with a fresh actor (under sticky actions with ``sticky``); the real
-    (unclipped) return of each (and its agent steps appended to ``lengths``)."""
+    (unclipped) return of each (and its agent steps appended to ``lengths``). Without
+    ``frames`` the actor reads only ``info`` and the teacher's stacked frames are not made."""
     returns = []
     env_kwargs = dict(env_kwargs, **sticky_kwargs(teacher_run.env_id, sticky))
     for seed in seeds:
-        venv = teacher_env(teacher_run, seed, clip_reward=False, **env_kwargs)
+        venv = teacher_env(teacher_run, seed, clip_reward=False, frames=frames, **env_kwargs)
         total = 0.0
         try:
             for i, t in enumerate(rollout(venv, make_actor())):
@@ -134,7 +136,7 @@ def play_symbolic(policy: SymbolicPolicy, perception: Perception, teacher_run: R
                   lengths: list[int] | None = None) -> list[float]:
     """The symbolic policy's real return on one game per seed, through ``perception``."""
     return play_episodes(teacher_run, seeds, lambda: SymbolicAgent(policy, perception),
-                         perception.env_kwargs, max_steps, sticky, lengths)
+                         perception.env_kwargs, max_steps, sticky, lengths, frames=False)
 
 
 def evaluate_side_by_side(policy: SymbolicPolicy, perception: Perception, teacher_run: Run,

@@ -15,7 +15,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecTransposeImage
 
 from diffses.cli import arg, parse_overrides
-from diffses.envs import make_vec_env, resolve_env
+from diffses.envs import SingleGame, make_game, make_vec_env, resolve_env
 from diffses.errors import UserError
 from diffses.hyperparams import DEFAULT_FILE, load_hyperparams, split_hyperparams
 from diffses.io import atomic_save, atomic_write_json, read_json
@@ -251,10 +251,14 @@ def load_teacher(run_: Run, device: str = "cpu", which: str = "model") -> PPO:
                         f"({type(err).__name__}: {err})") from None
 
 
-def teacher_env(run_: Run, seed: int, env_id: str | None = None, **env_kwargs: Any) -> VecEnv:
+def teacher_env(run_: Run, seed: int, env_id: str | None = None, frames: bool = True,
+                **env_kwargs: Any) -> VecEnv | SingleGame:
     """One env with the teacher's observation pipeline (frame stack and env kwargs), of the
-    teacher's game or of ``env_id``."""
+    teacher's game or of ``env_id``; without ``frames``, the same game for a player that reads
+    only ``info`` (:func:`diffses.envs.make_game`)."""
     hyper = run_.manifest.get("hyperparams", {})
     kwargs = dict(teacher_env_kwargs(hyper), **env_kwargs)
+    if not frames:
+        return make_game(env_id or run_.env_id, seed, **kwargs)
     return make_vec_env(env_id or run_.env_id, 1, seed, int(hyper.get("frame_stack", 4)),
                         **kwargs)

@@ -8,7 +8,8 @@ import pytest
 
 import retro_utils
 from conftest import run_cli
-from diffses.envs import action_meanings, make_env, make_vec_env, resolve_env, screen
+from diffses.envs import (SingleGame, action_meanings, make_env, make_game, make_vec_env,
+                          reset_info, resolve_env, screen)
 from diffses.errors import UserError
 
 
@@ -181,6 +182,33 @@ def test_fast_frame_skip_gives_the_same_steps_as_max_and_skip(env_id, monkeypatc
     a, b = steps(fast), steps(slow)
     ends = sum(1 for s in a if isinstance(s, bytes)) - 1
     assert ends > 1 if env_id.startswith("Breakout") else any(s[1] for s in a[1:])
+    assert a == b
+
+
+@pytest.mark.parametrize("env_id,sticky", [("BreakoutNoFrameskip-v4", 0.0),
+                                           ("PongNoFrameskip-v4", 0.25)])
+def test_a_game_for_an_info_reader_is_the_teacher_envs_game(env_id, sticky):
+    """Without the stacked frames the game, its rewards, ends, resets and infos (native frame,
+    RAM objects, lives) are the vec env's, step for step, lost lives and sticky draws too."""
+    kwargs = dict(clip_reward=False, native_frames=True, ground_truth=True,
+                  env_kwargs={"repeat_action_probability": sticky})
+
+    def steps(venv) -> list:
+        rng = np.random.default_rng(4)
+        venv.reset()
+        out = []
+        for _ in range(1200):
+            _, rewards, dones, infos = venv.step(np.array([rng.integers(4)]))
+            info = reset_info(venv, 0) if dones[0] else infos[0]
+            out.append((float(rewards[0]), bool(dones[0]), "episode" in infos[0], info.get("lives"),
+                        info["native_frame"].tobytes(), info["objects"]))
+        venv.close()
+        return out
+    game = make_game(env_id, 11, **kwargs)
+    assert isinstance(game, SingleGame)
+    a, b = steps(game), steps(make_vec_env(env_id, 1, 11, 4, **kwargs))
+    assert sum(s[1] for s in a) > (1 if env_id.startswith("Breakout") else 0) or \
+        any(s[0] for s in a)
     assert a == b
 
 
