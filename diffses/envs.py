@@ -161,8 +161,11 @@ class RamObjects:
 def background_colour(frame: np.ndarray) -> np.ndarray:
     """(3,) uint8: the most common colour of an RGB ``frame`` (H, W, 3), its background
     (counted on every 4th pixel in each direction)."""
-    colours, counts = np.unique(frame[::4, ::4].reshape(-1, 3), axis=0, return_counts=True)
-    return colours[counts.argmax()]
+    rgb = frame[::4, ::4].astype(np.int32)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colours, counts = np.unique(packed, return_counts=True)
+    colour = int(colours[counts.argmax()])
+    return np.array([colour >> 16, (colour >> 8) & 255, colour & 255], np.uint8)
 
 
 @dataclass(frozen=True)
@@ -199,11 +202,18 @@ class VisualShift:
             noisy = frame + rng.normal(0.0, self.value[0], frame.shape)
             return np.clip(noisy, 0, 255).astype(np.uint8)
         dx, dy = (int(v) for v in self.value)
-        h, w = frame.shape[:2]
-        padded = np.pad(frame, ((max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0)), (0, 0)),
-                        mode="edge")
-        y0, x0 = max(-dy, 0), max(-dx, 0)
-        return padded[y0:y0 + h, x0:x0 + w]
+        return move(frame, dx, dy)
+
+
+def move(frame: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``frame`` (H, W, 3) moved ``dx`` pixels right and ``dy`` down, its edge repeated."""
+    if dx == 0 and dy == 0:
+        return frame
+    h, w = frame.shape[:2]
+    padded = np.pad(frame, ((max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0)), (0, 0)),
+                    mode="edge")
+    y0, x0 = max(-dy, 0), max(-dx, 0)
+    return padded[y0:y0 + h, x0:x0 + w]
 
 
 class ShiftFrames(gym.ObservationWrapper):

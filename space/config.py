@@ -169,6 +169,11 @@ class DetectConfig:
     #: detecting (``space/palette.py``): pixel noise and colours the game never drew (a
     #: repainted background) go back to the game's own; needs a checkpoint holding a palette
     palette: bool = False
+    #: find how far each frame's picture was moved against the layout of the frames the
+    #: detector learned from and move it back before detecting (``space/register.py``), so
+    #: a moved picture gives the objects' places in the game; after ``palette``; needs a
+    #: checkpoint holding that layout's profiles
+    register: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,9 @@ class EvalConfig:
     #: record in the checkpoint the palette of the scored frames (for ``detect.palette``;
     #: checkpoints trained now hold their training frames' palette already)
     palette: bool = False
+    #: record in the checkpoint the row and column profiles of the scored frames (for
+    #: ``detect.register``; checkpoints trained now hold their training frames' already)
+    register: bool = False
     #: refit the types (``detect.type_by``, ``detect.types``) on the frames run's training
     #: frames and record them in the checkpoint before scoring
     fit_types: bool = False

@@ -20,6 +20,7 @@ from space.data import load_frames, select_records
 from space.evaluate import evaluate
 from space.model import SpaceDetector, TypeModel, amend_checkpoint, read_checkpoint
 from space.palette import palette_of
+from space.register import Registration, profiles
 from space.train import (FINAL, STAGE, Task, apply_threads, check_task, find_run,
                          fit_run_types, frames_run_for)
 from space.visual import colour, draw_boxes, tile
@@ -155,6 +156,10 @@ def evaluate_task(task: Task) -> dict[str, Any]:
         amend_checkpoint(path, palette=colours)
         print(f"[space] recorded in {path} the palette of the scored frames: {len(colours)} "
               f"colours")
+    if cfg.eval.register:
+        amend_checkpoint(path, registration=Registration(*profiles(frames)).state())
+        print(f"[space] recorded in {path} the row and column profiles of the scored frames "
+              f"(detect.register)")
     return result
 
 

@@ -38,6 +38,7 @@ from space.config import (LossConfig, ModelConfig, SpaceConfig, config_from, enc
                           to_dict)
 from space.data import preprocess, to_native
 from space.palette import Palette
+from space.register import Registration
 
 EPS = 1e-5
 
@@ -573,10 +574,15 @@ class SpaceDetector(Detector):
 
     def __init__(self, model: Space, cfg: SpaceConfig, types: TypeModel | None,
                  device: str = "cpu", name: str = "space", env_id: str | None = None,
-                 fast: nn.Module | None = None, palette: np.ndarray | None = None):
+                 fast: nn.Module | None = None, palette: np.ndarray | None = None,
+                 registration: dict[str, list[float]] | None = None):
         self.model = model.to(device).eval()
         #: the projection frames go through first, when ``detect.palette`` is on
         self.palette = Palette(palette) if cfg.detect.palette and palette is not None else None
+        #: moves each frame's picture back to the training frames' layout, when
+        #: ``detect.register`` is on
+        self.registration = (Registration(registration["rows"], registration["cols"])
+                             if cfg.detect.register and registration else None)
         #: the fast student (``space/fast.py``) detection runs through, when there is one and
         #: ``detect.fast`` is on
         self.fast = fast.to(device).eval() if fast is not None and cfg.detect.fast else None
@@ -621,8 +627,12 @@ class SpaceDetector(Detector):
             raise UserError(f"{name} holds no palette for detect.palette; record one with `python "
                             f"space/main.py --task eval --checkpoint {name} --frames RUN "
                             f"eval.palette=true`")
+        if cfg.detect.register and not payload.get("registration"):
+            raise UserError(f"{name} holds no layout profiles for detect.register; record them "
+                            f"with `python space/main.py --task eval --checkpoint {name} "
+                            f"--frames RUN eval.register=true`")
         detector = cls(model, cfg, types, device, name, payload.get("env_id"), fast,
-                       payload.get("palette"))
+                       payload.get("palette"), payload.get("registration"))
         detector.classes = {int(t): str(c) for t, c in
                             (payload.get("type_classes") or {}).items()}
         if cfg.detect.calibrate and payload.get("type_offsets"):
@@ -641,6 +651,8 @@ class SpaceDetector(Detector):
         shape = frames.shape[1:]
         if self.palette is not None:
             frames = self.palette(frames)
+        if self.registration is not None:
+            frames = self.registration(frames)
         for start in range(0, len(frames), self.cfg.detect.batch_size):
             chunk = frames[start:start + self.cfg.detect.batch_size]
             if self.fast is not None:

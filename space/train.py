@@ -25,6 +25,7 @@ from space.fast import fast_config, fast_payload, train_fast
 from space.model import (APPEARANCE_DIM, Hyper, Space, SpaceDetector, build_model, fit_types,
                          read_checkpoint, save_checkpoint, schedule, type_input)
 from space.palette import palette_of
+from space.register import Registration, profiles
 from space.visual import colour, draw_boxes, tile
 
 STAGE = "space"
@@ -273,11 +274,13 @@ def _train(cfg: SpaceConfig, frames: Run, run: Run, device: str) -> Run:
     seconds = time.perf_counter() - t0
 
     print(f"[space] fitting the object types (k-means over {cfg.detect.type_by})")
-    palette = palette_of(load_frames(frames.path, select_records(frames.path, "train", 100)))
+    some = load_frames(frames.path, select_records(frames.path, "train", 100))
+    palette = palette_of(some)
     types, type_info = fit_run_types(model, cfg, frames, device, palette)
     final = save_checkpoint(run.path / FINAL, model, cfg, step,
                             {"types": types, "env_id": frames.env_id,
                              "palette": palette,
+                             "registration": Registration(*profiles(some)).state(),
                              "frames_run": str(frames.path), "train_seconds": seconds})
     run.add_output(final)
     run.finish({"steps": step, "train_seconds": round(seconds, 1),

@@ -33,6 +33,7 @@ from space.main import main as space_main
 from space.model import (SpaceDetector, build_model, fit_types, read_checkpoint,
                          save_checkpoint, schedule)
 from space.palette import Palette, palette_of
+from space.register import Registration
 from space.train import Task, train
 
 TINY_ARGS = [str(v) if not isinstance(v, list) else json.dumps(v)
@@ -544,6 +545,42 @@ def test_the_palette_takes_noise_and_foreign_colours_back_to_the_games_own(
     plain = SpaceDetector.load(ckpt, device="cpu", overrides=settings)
     assert projected.detect(noisy[None]) == plain.detect(palette(noisy)[None])
     assert projected.detect(noisy[None]) != plain.detect(noisy[None])
+
+
+def test_a_moved_picture_is_found_and_moved_back_before_detection(trained, pong_frames,
+                                                                   tmp_path):
+    """The layout profiles of the training frames (in every new checkpoint) find how far a
+    frame of an unseen game was moved, on clean, noisy and repainted frames; the detector
+    with ``detect.register`` then finds the clean frame's objects where they were."""
+    frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
+    state = read_checkpoint(trained.path / "checkpoint.pt")["registration"]
+    registration = Registration(state["rows"], state["cols"])
+    rng = np.random.default_rng(0)
+    for dx, dy in [(0, 0), (4, 0), (-3, 2), (0, -6)]:
+        moved = np.stack([VisualShift("shift", (dx, dy))(f, rng) for f in frames])
+        assert [registration.shift_of(f) for f in moved] == [(dx, dy)] * len(frames)
+        inner = (slice(None), slice(8, -8), slice(8, -8))
+        np.testing.assert_array_equal(registration(moved)[inner], frames[inner])
+    black = VisualShift("background", (0, 0, 0))(frames[0], rng)
+    assert registration.shift_of(VisualShift("shift", (4, 0))(black, rng)) == (4, 0)
+
+    ckpt = tmp_path / "old.pt"
+    payload = read_checkpoint(trained.path / "checkpoint.pt")
+    del payload["registration"]
+    torch.save(payload, ckpt)
+    with pytest.raises(UserError, match="eval.register=true"):
+        SpaceDetector.load(ckpt, device="cpu", overrides={"detect.register": True})
+    assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
+                       str(pong_frames.path), "--out", str(tmp_path / "eval"), "num_threads=1",
+                       "eval.register=true"]) == 0
+    settings = {"detect.threshold": 0.3}
+    registered = SpaceDetector.load(ckpt, device="cpu",
+                                    overrides={**settings, "detect.register": True})
+    plain = SpaceDetector.load(ckpt, device="cpu", overrides=settings)
+    moved = np.stack([VisualShift("shift", (4, 0))(f, rng) for f in frames[:6]])
+    assert registered.detect(moved) == plain.detect(registration(moved))
+    assert registered.detect(frames[:6]) == plain.detect(frames[:6])
+    assert registered.detect(moved) != plain.detect(moved)
 
 
 def test_fast_student_finds_what_space_finds_where_space_finds_it(pong_frames, tmp_path, capsys):
