@@ -325,13 +325,17 @@ class GeneticForestSearch:
                                else 0)
 
     def _score(self, pool: WorkerPool, population: list[Individual], seed: int) -> int:
-        """Score the unscored individuals on the games from ``seed``; the env steps that
-        took."""
-        todo = [i for i, ind in enumerate(population) if ind.score is None]
+        """Score the unscored individuals on the games from ``seed``, each distinct forest
+        once (equal forests play equal games); the env steps that took."""
+        todo: dict[str, list[int]] = {}
+        for i, ind in enumerate(population):
+            if ind.score is None:
+                todo.setdefault(fo.key(ind.trees), []).append(i)
         steps = 0
-        forests = [self.forest(population[i].trees) for i in todo]
-        for i, score in zip(todo, pool.score(forests, seed)):
-            population[i].score = score
+        forests = [self.forest(population[same[0]].trees) for same in todo.values()]
+        for same, score in zip(todo.values(), pool.score(forests, seed)):
+            for i in same:
+                population[i].score = score
             steps += score.env_steps
         return steps
 

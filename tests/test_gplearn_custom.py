@@ -297,6 +297,34 @@ def test_fresh_games_score_every_forest_of_a_generation_on_that_generations_game
         returns_on(search.history_[0]["best_trees"], 1)
 
 
+class CountedGames(objenv.OffsetCatchEnv):
+    """The offset-catch game, noting the seed of every game it starts in ``seeds``."""
+
+    seeds: list[int] = []
+
+    def reset(self, *, seed=None, options=None):
+        CountedGames.seeds.append(seed)
+        return super().reset(seed=seed, options=options)
+
+
+def test_equal_forests_of_a_generation_play_its_games_once():
+    """Copies (no variation at all) fill the last generation with equal forests: each distinct
+    one plays the generation's games once, and its copies get the same score."""
+    CountedGames.seeds = []
+    spec = FitnessSpec("reward", lambda index=0: CountedGames(), episodes=3, seed=1000)
+    search = evolution(population_size=10, generations=3, fresh_games=True, p_crossover=0.0,
+                       p_subtree_mutation=0.0, p_hoist_mutation=0.0, p_point_mutation=0.0).fit(
+        spec, objenv.LAYOUT.size, 3, seed_forest=objenv.perturbed(0.1))
+    last = {1000 + 3 * 2 + i for i in range(3)}
+    distinct = {fo.key(ind.trees): ind.score for ind in search.population_}
+    assert len(distinct) < len(search.population_)
+    assert sum(seed in last for seed in CountedGames.seeds) == 3 * len(distinct)
+    for ind in search.population_:
+        assert ind.score == distinct[fo.key(ind.trees)]
+        assert ind.score.mean_return == float(np.mean(play(ind.trees, objenv.make_env(),
+                                                           sorted(last))[0]))
+
+
 def test_evolution_with_the_gradient_variation_is_reproducible_in_parallel():
     tuner = ConstantTuner(objenv.make_env, ppo=PPOConfig(n_timesteps=200, n_envs=2,
                                                          n_steps=50, batch_size=100))
