@@ -81,6 +81,14 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
                               dict(search="evolve", init_random=0.5, terminals=8,
                                    terminal_correlation=0.7, fresh_games=True, tie_moves=True,
                                    length_bonus=0.4)),
+    "structure-tied-distinct": ("structure search by return, opposite moves tied, equal returns "
+                                "ranked by game length, no two forests of a generation alike "
+                                "(generation 0 half random, terminals: the 8 groups of "
+                                "correlated features the teacher's actions depend on most, "
+                                "fresh games every generation)",
+                                dict(search="evolve", init_random=0.5, terminals=8,
+                                     terminal_correlation=0.7, fresh_games=True,
+                                     tie_moves=True, length_bonus=0.4, distinct=True)),
 }
 
 #: Imitation-loop routes by name: (label, DistillConfig options beyond the shared ones).

@@ -56,6 +56,8 @@ from see import operators as ops
 from see.tree import Forest, Token
 
 CHECKPOINT_FORMAT = "gplearn-custom-checkpoint/1"
+#: subtree mutations a child equal to a forest of its generation gets at most (``distinct``)
+DISTINCT_TRIES = 10
 #: ``write(path, state)`` writes a checkpoint's JSON-able state to ``path``.
 CheckpointWriter = Callable[[Path, dict[str, Any]], Any]
 
@@ -178,21 +180,37 @@ class GeneticForestSearch:
         to_tune = []
         edges = np.cumsum(self.probabilities)
         kinds = ("crossover", "subtree", "hoist", "point", "gradient")
+        seen = {fo.key(child.trees) for child in children}
         while len(children) < self.gp.population_size:
             draw = rng.random()
             parent = self._tournament(rng, population)
             kind = next((k for k, e in zip(kinds, edges) if draw < e), "reproduction")
             if kind == "reproduction":
-                children.append(Individual(parent.trees, parent.score, kind))
+                child = Individual(parent.trees, parent.score, kind)
             elif kind == "gradient":
                 to_tune.append(len(children))
-                children.append(Individual(parent.trees, None, kind))
+                child = Individual(parent.trees, None, kind)
             else:
                 donor = self._tournament(rng, population).trees if kind == "crossover" else None
                 trees = self._structural(rng, kind, parent.trees, features, donor)
                 same = fo.key(trees) == fo.key(parent.trees)
-                children.append(Individual(trees, parent.score if same else None, kind))
+                child = Individual(trees, parent.score if same else None, kind)
+            if self.evolution.distinct and kind != "gradient":
+                child = self._distinct(rng, child, seen, features)
+            seen.add(fo.key(child.trees))
+            children.append(child)
         return children, to_tune
+
+    def _distinct(self, rng: np.random.Generator, child: Individual, seen: set[str],
+                  features: fo.Features) -> Individual:
+        """``child``, or where its forest is already in the generation (``seen``) a subtree
+        mutation of it that is not (at most :data:`DISTINCT_TRIES` tries)."""
+        trees = child.trees
+        for _ in range(DISTINCT_TRIES):
+            if fo.key(trees) not in seen:
+                break
+            trees = self._structural(rng, "subtree", trees, features)
+        return child if trees is child.trees else Individual(trees, None, "distinct")
 
     def _record(self, generation: int, population: list[Individual], seconds: float,
                 tuning: list[dict[str, Any]], new_steps: int) -> dict[str, Any]:

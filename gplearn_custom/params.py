@@ -99,6 +99,9 @@ class EvolutionParams:
                                      "every individual on them, elites too (a forest cannot "
                                      "learn its games by heart); each generation's best is "
                                      "a candidate for selection")
+    distinct: bool = param(False, "a child whose forest another of its generation already "
+                                  "has gets subtree mutations until it differs (a population "
+                                  "otherwise drifts towards copies)")
 
     def __post_init__(self) -> None:
         require([

@@ -325,6 +325,22 @@ def test_equal_forests_of_a_generation_play_its_games_once():
                                                            sorted(last))[0]))
 
 
+def test_distinct_children_keep_every_forest_of_a_generation_apart():
+    """Where children would be copies (no variation drawn), ``distinct`` mutates each copy
+    until it differs from the rest of its generation; without it the copies stay."""
+    copies = dict(population_size=10, generations=3, p_crossover=0.0, p_subtree_mutation=0.0,
+                  p_hoist_mutation=0.0, p_point_mutation=0.0)
+    kept = evolution(**copies).fit(REWARD, objenv.LAYOUT.size, 3,
+                                   seed_forest=objenv.perturbed(0.1))
+    assert len({fo.key(ind.trees) for ind in kept.population_}) < 10
+    apart = evolution(**copies, distinct=True).fit(REWARD, objenv.LAYOUT.size, 3,
+                                                   seed_forest=objenv.perturbed(0.1))
+    assert len({fo.key(ind.trees) for ind in apart.population_}) == 10
+    assert apart.history_[-1]["origins"].get("distinct", 0) > 0
+    for ind in apart.population_:
+        check_tree(ind.trees[0], objenv.LAYOUT.size)
+
+
 def test_evolution_with_the_gradient_variation_is_reproducible_in_parallel():
     tuner = ConstantTuner(objenv.make_env, ppo=PPOConfig(n_timesteps=200, n_envs=2,
                                                          n_steps=50, batch_size=100))
