@@ -132,6 +132,10 @@ class FinetuneConfig:
                                   "on which the returned policy is chosen: the starting "
                                   "policy unless a candidate of the search beats it (0: return "
                                   "the search's result unchecked)")
+    select_sticky: float = arg(0.0, "the selection games are played again under sticky "
+                                    "actions with this repeat probability (Atari) and a "
+                                    "candidate's selection return is the mean of both (0: "
+                                    "as they are only)")
     select_every: int = arg(10, "--search gradient: the constants every this many updates "
                                 "are a candidate (the last ones always are)")
     eval_episodes: int = arg(3, "games of the before/after evaluation (0: none)")
@@ -167,6 +171,7 @@ class FinetuneConfig:
              "--tie-moves evolves genes shared by actions; the constants variation tunes "
              "whole forests (set --p-gradient 0)"),
             (0 <= self.fitness_sticky < 1, "fitness_sticky must be in [0, 1)"),
+            (0 <= self.select_sticky < 1, "select_sticky must be in [0, 1)"),
             n_jobs_ok(self.n_jobs),
             at_least(self.eval_max_steps, 1, "--eval-max-steps"),
         ], UserError)
@@ -577,8 +582,9 @@ def evaluate(cfg: FinetuneConfig, inputs: Inputs, policy: SymbolicPolicy,
 
 def select(cfg: FinetuneConfig, inputs: Inputs, candidates: list[tuple[str, Forest]]
            ) -> tuple[Forest, dict[str, Any]]:
-    """The starting policy or the candidate with the best mean return on the selection games
-    (the start wins ties); with ``select_episodes`` 0, the last candidate unchecked."""
+    """The starting policy or the candidate with the best mean return on the selection games,
+    as they are and (with ``select_sticky``) under sticky actions (the start wins ties); with
+    ``select_episodes`` 0, the last candidate unchecked."""
     if cfg.select_episodes == 0:
         return candidates[-1][1], {"chosen": candidates[-1][0], "checked": False}
     policy = inputs.policy
@@ -586,13 +592,17 @@ def select(cfg: FinetuneConfig, inputs: Inputs, candidates: list[tuple[str, Fore
     seeds = [cfg.seed + SELECT_SEED_OFFSET + i for i in range(cfg.select_episodes)]
     table = []
     for label, trees in [("start", policy.trees), *candidates]:
-        returns = play_symbolic(policy.with_trees(trees), perception, inputs.teacher_run, seeds,
-                                cfg.max_steps)
+        player = policy.with_trees(trees)
+        returns = play_symbolic(player, perception, inputs.teacher_run, seeds, cfg.max_steps)
+        if cfg.select_sticky:
+            returns += play_symbolic(player, perception, inputs.teacher_run, seeds,
+                                     cfg.max_steps, cfg.select_sticky)
         table.append({"candidate": label, **returns_summary(returns)})
     best = max(range(len(table)), key=lambda i: (table[i]["mean"], -i))
     chosen = policy.trees if best == 0 else candidates[best - 1][1]
     return chosen, {"chosen": table[best]["candidate"], "checked": True, "seeds": seeds,
-                    "max_steps": cfg.max_steps, "candidates": table}
+                    "sticky": cfg.select_sticky, "max_steps": cfg.max_steps,
+                    "candidates": table}
 
 
 def run(cfg: FinetuneConfig) -> Run:

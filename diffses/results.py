@@ -55,6 +55,8 @@ T = TypeVar("T")
 
 #: Fine-tuning options a resumed run takes from the call, not from its stored config.
 RESUME_IGNORED = ("resume", "runs_dir", "device", "progress", "cluster")
+#: Every fine-tuning option's default (a killed run's stored config may predate an option).
+FINETUNE_DEFAULTS = flat_values(finetune.FinetuneConfig())
 
 #: Fine-tuning rows by name: (label, FinetuneConfig options beyond the shared ones).
 FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -140,6 +142,8 @@ class ResultsConfig:
     search_restarts: int = arg(1, "evolve rows: searches per seed, each seeded apart, the best "
                                   "of all their candidates kept on the selection games")
     select_episodes: int = arg(3, "fine-tuning: selection games (seeded apart)")
+    select_sticky: float = arg(0.0, "fine-tuning: the selection games also under sticky "
+                                    "actions with this repeat probability (0: not)")
     start: tuple[str, ...] = arg((), "policy.json files played and fine-tuned beside the "
                                      "distilled forests, under each perception (their object "
                                      "types must be its detector's)")
@@ -452,13 +456,14 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
         fcfg = finetune.FinetuneConfig(
             policy=start, teacher=str(table.teacher_run.path), detector=detector_ref,
             dataset=data_path, seed=seed, eval_episodes=0, max_steps=cfg.finetune_max_steps,
-            select_episodes=cfg.select_episodes, device="cpu", progress=False, **options,
+            select_episodes=cfg.select_episodes, select_sticky=cfg.select_sticky,
+            device="cpu", progress=False, **options,
             **finetune_budget(cfg, options), runs_dir=cfg.runs_dir, name=cfg.name)
 
         def measured() -> dict[str, Any]:
             run_cfg, before = fcfg, 0.0
             killed = unfinished_run(cfg.runs_dir, finetune.STAGE, flat_values(fcfg),
-                                    table.created, RESUME_IGNORED)
+                                    table.created, RESUME_IGNORED, FINETUNE_DEFAULTS)
             if killed is not None:
                 print(f"[results] continuing the killed search in {killed.path}", flush=True)
                 run_cfg, before = replace(fcfg, resume=str(killed.path)), seconds_spent(killed)

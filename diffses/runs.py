@@ -185,14 +185,18 @@ def find_runs(runs_dir: str | Path, stage: str, env_id: str | None = None,
 
 
 def unfinished_run(runs_dir: str | Path, stage: str, config: dict[str, Any], since: str,
-                   ignore: tuple[str, ...] = ()) -> Run | None:
+                   ignore: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+                   ) -> Run | None:
     """The newest run of ``stage`` that a kill left ``running``, created at or after ``since``
-    (an ISO time) with ``config`` as its stored config (keys in ``ignore`` aside), or None."""
-    want = {k: v for k, v in jsonable(config).items() if k not in ignore}
+    (an ISO time) with ``config`` as its stored config (keys in ``ignore`` aside; an option
+    the stored config lacks counts as its value in ``defaults``), or None."""
+    def comparable(values: dict[str, Any]) -> dict[str, Any]:
+        full = {**jsonable(defaults or {}), **jsonable(values)}
+        return {k: v for k, v in full.items() if k not in ignore}
+    want = comparable(config)
     found = [run for run in find_runs(runs_dir, stage, complete_only=False)
              if run.manifest.get("status") == "running"
-             and run.manifest.get("created", "") >= since
-             and {k: v for k, v in run.config.items() if k not in ignore} == want]
+             and run.manifest.get("created", "") >= since and comparable(run.config) == want]
     return found[-1] if found else None
 
 

@@ -18,7 +18,7 @@ from diffses.distill import DistillConfig, distil
 from diffses.finetune import FinetuneConfig, run, teacher_features
 from diffses.perception import Perception
 from diffses.perception_env import PerceptionEnvFactory
-from diffses.play import SymbolicAgent, play_episodes
+from diffses.play import SymbolicAgent, play_episodes, play_symbolic
 from diffses.policy import SymbolicPolicy
 from diffses.runs import Run
 from diffses.schema import load_dataset
@@ -132,11 +132,17 @@ def test_restarted_searches_are_seeded_apart_and_all_their_candidates_compete(
                    "--search", "evolve", "--search-restarts", "2", "--p-gradient", "0",
                    "--population-size", "4", "--generations", "2", "--tournament-size", "2",
                    "--init-random", "0.5", "--fresh-games", "--episodes", "1",
-                   "--select-episodes", "1", *TINY)
+                   "--select-episodes", "1", "--select-sticky", "0.25", *TINY)
     assert proc.returncode == 0, proc.stderr
     folder = next(tmp_path.glob("finetune/*"))
     metrics = SymbolicPolicy.load(folder).metrics
     labels = [c["candidate"] for c in metrics["selection"]["candidates"]]
+    assert metrics["selection"]["sticky"] == 0.25
+    start = SymbolicPolicy.load(pong_policy)
+    perception = Perception(OcatariDetector(start.env_id))
+    assert metrics["selection"]["candidates"][0]["returns"] == [
+        *play_symbolic(start, perception, small_teacher, [2000], 40),
+        *play_symbolic(start, perception, small_teacher, [2000], 40, 0.25)]
     assert labels[0] == "start" and {label.split(":")[0] for label in labels[1:]} == \
         {"search 0", "search 1"}
     assert len(metrics["searches"]) == 2

@@ -232,6 +232,12 @@ def test_only_a_killed_run_of_the_same_config_since_then_is_continued(tmp_path):
     first.finish()
     assert unfinished_run(tmp_path, "finetune", config, since) is None
     assert unfinished_run(tmp_path, "finetune", dict(config, seed=1), since).path == other.path
+    newer = dict(config, seed=1, select_sticky=0.0)   # an option the stored config predates
+    assert unfinished_run(tmp_path, "finetune", newer, since) is None
+    assert unfinished_run(tmp_path, "finetune", newer, since,
+                          defaults={"select_sticky": 0.0}).path == other.path
+    assert unfinished_run(tmp_path, "finetune", dict(newer, select_sticky=0.25), since,
+                          defaults={"select_sticky": 0.0}) is None
 
 
 def test_a_resumed_step_whose_run_folder_is_gone_is_done_again(tmp_path):
