@@ -38,7 +38,7 @@ from space.config import (LossConfig, ModelConfig, SpaceConfig, config_from, enc
                           to_dict)
 from space.data import preprocess, to_native
 from space.palette import Palette
-from space.register import Registration
+from space.register import OBJECT_GAP, Registration
 
 EPS = 1e-5
 
@@ -468,8 +468,6 @@ class TypeModel:
                    np.asarray(state["centroids"], np.float64))
 
 
-#: pixels farther than this from the frame's most common colour (RGB distance) are an object's
-OBJECT_GAP = 60.0
 #: colour units per size unit in an appearance vector (a pixel of width weighs as 16 levels)
 COLOUR_SCALE = 16.0
 #: length of an appearance vector: width, height, R, G, B
@@ -627,7 +625,9 @@ class SpaceDetector(Detector):
             raise UserError(f"{name} holds no palette for detect.palette; record one with `python "
                             f"space/main.py --task eval --checkpoint {name} --frames RUN "
                             f"eval.palette=true`")
-        if cfg.detect.register and not payload.get("registration"):
+        registration = payload.get("registration")
+        if cfg.detect.register and not (isinstance(registration, dict)
+                                        and {"rows", "cols"} <= set(registration)):
             raise UserError(f"{name} holds no layout profiles for detect.register; record them "
                             f"with `python space/main.py --task eval --checkpoint {name} "
                             f"--frames RUN eval.register=true`")

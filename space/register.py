@@ -17,12 +17,21 @@ from diffses.envs import background_colour, move
 
 #: the largest shift, in native pixels along each axis, looked for
 MAX_SHIFT = 8
+#: pixels farther than this from the frame's most common colour (RGB distance) are drawn
+OBJECT_GAP = 60.0
+#: a shift is taken only where the profiles match at least this well (Pearson correlation);
+#: a frame that matches nowhere stays where it is
+MIN_MATCH = 0.5
 
 
 def drawn(frame: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the pixels of an RGB ``frame`` that differ from its background colour."""
-    r, g, b = background_colour(frame)
-    return (frame[..., 0] != r) | (frame[..., 1] != g) | (frame[..., 2] != b)
+    """(H, W) bool: the pixels of an RGB ``frame`` farther than :data:`OBJECT_GAP` (RGB
+    distance) from its background colour, so pixel noise alone draws nothing."""
+    square = np.zeros(frame.shape[:2], np.int32)
+    for c, level in enumerate(background_colour(frame).tolist()):
+        gap = frame[..., c].astype(np.int32) - level
+        square += gap * gap
+    return square > OBJECT_GAP ** 2
 
 
 def profiles(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,17 +46,17 @@ def profiles(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _best_shift(profile: np.ndarray, reference: np.ndarray, most: int) -> int:
     """The shift s in [-most, most] where ``profile`` moved back by s (its ends repeated)
-    best matches ``reference`` (Pearson correlation); 0 where nothing varies."""
+    best matches ``reference`` (Pearson correlation; of equal matches the smallest shift); 0
+    where no shift matches at least :data:`MIN_MATCH`."""
     n = len(reference)
-    shifts = np.arange(-most, most + 1)
+    shifts = np.array(sorted(range(-most, most + 1), key=lambda s: (abs(s), s)))
     moved = profile[np.clip(np.arange(n)[None, :] + shifts[:, None], 0, n - 1)]   # (S, n)
     a = moved - moved.mean(axis=1, keepdims=True)
     b = reference - reference.mean()
     norms = np.sqrt((a * a).sum(axis=1) * (b * b).sum())
-    if not norms.max() > 0:
-        return 0
     scores = np.where(norms > 0, (a @ b) / np.where(norms > 0, norms, 1.0), -np.inf)
-    return int(shifts[np.argmax(scores)])
+    best = int(np.argmax(scores))
+    return int(shifts[best]) if scores[best] >= MIN_MATCH else 0
 
 
 class Registration:
@@ -57,8 +66,9 @@ class Registration:
     def __init__(self, rows: np.ndarray, cols: np.ndarray, most: int = MAX_SHIFT):
         self.rows = np.asarray(rows, np.float64).reshape(-1)
         self.cols = np.asarray(cols, np.float64).reshape(-1)
-        if not len(self.rows) or not len(self.cols):
-            raise ValueError("a registration needs row and column profiles")
+        if not len(self.rows) or not len(self.cols) or most < 0:
+            raise ValueError("a registration needs row and column profiles and a largest "
+                             "shift >= 0")
         self.most = most
 
     def shift_of(self, frame: np.ndarray) -> tuple[int, int]:
