@@ -111,8 +111,8 @@ routes-pong-reselect: $(STAMP)
 # each generation a candidate on 5 selection games; beside the teacher and the forest and tree
 # fitted once. STRUCTURE_ARGS="--cluster tcp://HOST:8786" spreads the seeds over Dask workers;
 # STRUCTURE=structure-tied ties opposite moves to one expression, structure-tied-length also
-# ranks equal returns by game length, structure-tied-distinct also keeps a generation's
-# forests apart.
+# ranks equal returns by game length, structure-tied-distinct also mutates a generation's
+# copies apart.
 STRUCTURE ?= structure
 structure-pong: $(STAMP)
 	$(PY) results.py --teacher pretrained/pong_teacher --detectors ocatari --relations \

@@ -1,9 +1,10 @@
 """Playing a symbolic policy: the game without the teacher's frames beside the teacher's env.
 
 A symbolic player reads only ``info`` (native frame, RAM objects); the teacher's env also warps
-and stacks frames and copies every step's info. Both ways play the same seeded games, in turn,
-in one run, on one thread; the returns and game lengths must be identical, the speed is the
-figure (agent steps per second, and their ratio).
+and stacks frames and copies every step's info. Both ways play the same seeded games, game by
+game in turn (after one short untimed game each), in one run, on one thread; the returns and
+game lengths must be identical, the speed is the figure (agent steps per second, and their
+ratio).
 
     python benchmarks/bench_play.py                                  # the shipped Pong policy
     python benchmarks/bench_play.py --policy runs/finetune/<run> --games 6 --max-steps 3000
@@ -39,18 +40,23 @@ def main() -> None:
     torch.set_num_threads(1)
     policy, teacher_run, detector = load_player(args.policy, str(ROOT / "runs"))
     perception = Perception(detector)
-    rows = {}
-    for frames in (True, False):
-        lengths: list[int] = []
-        t0 = time.perf_counter()
-        returns = play_episodes(teacher_run, range(args.seed, args.seed + args.games),
-                                lambda: SymbolicAgent(policy, perception),
-                                perception.env_kwargs, args.max_steps, args.sticky, lengths,
-                                frames=frames)
-        seconds = time.perf_counter() - t0
-        rows["teacher env" if frames else "game for an info reader"] = {
-            "returns": returns, "lengths": lengths, "seconds": round(seconds, 2),
-            "steps_per_second": round(sum(lengths) / seconds, 1)}
+    names = {True: "teacher env", False: "game for an info reader"}
+    rows = {name: {"returns": [], "lengths": [], "seconds": 0.0} for name in names.values()}
+
+    def play(seeds: list[int], frames: bool, max_steps: int, lengths: list[int]) -> list[float]:
+        return play_episodes(teacher_run, seeds, lambda: SymbolicAgent(policy, perception),
+                             perception.env_kwargs, max_steps, args.sticky, lengths,
+                             frames=frames)
+    for frames in names:
+        play([args.seed], frames, 100, [])          # warm-up: loading, first calls
+    for seed in range(args.seed, args.seed + args.games):
+        for frames, name in names.items():
+            t0 = time.perf_counter()
+            rows[name]["returns"] += play([seed], frames, args.max_steps, rows[name]["lengths"])
+            rows[name]["seconds"] += time.perf_counter() - t0
+    for row in rows.values():
+        row["steps_per_second"] = round(sum(row["lengths"]) / row["seconds"], 1)
+        row["seconds"] = round(row["seconds"], 2)
     env, game = rows["teacher env"], rows["game for an info reader"]
     same = env["returns"] == game["returns"] and env["lengths"] == game["lengths"]
     result = {"policy": args.policy, "games": args.games, "seed": args.seed,

@@ -32,7 +32,8 @@ from diffses.errors import UserError
 from diffses.io import atomic_save, atomic_write_json, atomic_write_text
 from diffses.perception import Perception
 from diffses.perception_env import Loaded, PerceptionEnvFactory
-from diffses.play import evaluate_side_by_side, load_policy, play_symbolic, returns_summary
+from diffses.play import (evaluate_side_by_side, load_policy, play_symbolic, returns_summary,
+                          sticky_kwargs)
 from diffses.policy import POLICY, SymbolicPolicy
 from diffses.runs import Run, resolve_run, resume_config
 from diffses.teacher import load_teacher
@@ -580,6 +581,16 @@ def evaluate(cfg: FinetuneConfig, inputs: Inputs, policy: SymbolicPolicy,
             "symbolic": returns_summary(returns)}
 
 
+def search_seconds(folder: str | Path) -> float:
+    """Seconds the search of a fine-tuning run has spent, by its checkpoints: every generation
+    or update it recorded (the time a killed run spent before its last checkpoint)."""
+    folder = Path(folder)
+    histories = [json.loads(p.read_text())["history"] for p in folder.glob("checkpoint*.json")]
+    if (folder / CHECKPOINT_PT).is_file():
+        histories.append(torch.load(folder / CHECKPOINT_PT, weights_only=False)["history"])
+    return float(sum(h.get("seconds") or 0.0 for history in histories for h in history))
+
+
 def select(cfg: FinetuneConfig, inputs: Inputs, candidates: list[tuple[str, Forest]]
            ) -> tuple[Forest, dict[str, Any]]:
     """The starting policy or the candidate with the best mean return on the selection games,
@@ -611,6 +622,7 @@ def run(cfg: FinetuneConfig) -> Run:
     require_cluster(cfg.cluster)
     inputs = resolve_inputs(cfg, refs, pinned=resumed is not None)
     policy = inputs.policy
+    sticky_kwargs(policy.env_id, cfg.select_sticky)   # refused here, not after the search
     seed_everything(cfg.seed)
     if resumed is None:
         run_ = Run.create(cfg.runs_dir, STAGE, policy.env_id, cfg.name, cfg.seed,

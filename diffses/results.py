@@ -42,8 +42,7 @@ from diffses.io import atomic_write_json, atomic_write_text
 from diffses.perception import Perception
 from diffses.play import greedy_teacher, play_episodes, play_symbolic
 from diffses.policy import POLICY, SymbolicPolicy
-from diffses.runs import (Run, jsonable, resolve_run, resume_config, seconds_spent,
-                          unfinished_run)
+from diffses.runs import Run, earlier_run, jsonable, resolve_run, resume_config
 from diffses.teacher import load_teacher
 from diffses.utils import cluster_client
 from gplearn_custom.params import at_least, require
@@ -84,7 +83,7 @@ FINETUNES: dict[str, tuple[str, dict[str, Any]]] = {
                                    terminal_correlation=0.7, fresh_games=True, tie_moves=True,
                                    length_bonus=0.4)),
     "structure-tied-distinct": ("structure search by return, opposite moves tied, equal returns "
-                                "ranked by game length, no two forests of a generation alike "
+                                "ranked by game length, copies within a generation mutated apart "
                                 "(generation 0 half random, terminals: the 8 groups of "
                                 "correlated features the teacher's actions depend on most, "
                                 "fresh games every generation)",
@@ -226,6 +225,7 @@ class ResultsConfig:
                  at_least(self.loop_population, 10, "--loop-population"),
                  at_least(self.loop_records, 10, "--loop-records"),
                  (0 <= self.sticky < 1, "--sticky must be in [0, 1)"),
+                 (0 <= self.select_sticky < 1, "--select-sticky must be in [0, 1)"),
                  (0 <= self.loop_collect_sticky < 1, "--loop-collect-sticky must be in [0, 1)"),
                  at_least(self.population_size, 10, "--population-size")], UserError)
 
@@ -283,9 +283,10 @@ class Table:
     order."""
 
     def __init__(self, cfg: ResultsConfig, teacher_run: Run, folder: Path, client: Any = None,
-                 created: str = ""):
+                 created: str | None = None):
         self.cfg, self.teacher_run = cfg, teacher_run
-        self.created = created   # the results run's creation time (ISO)
+        #: the results run's creation time (ISO): fine-tuning runs made since are its own
+        self.created = created
         self.seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
         self.rows: dict[tuple[str, str], Row] = {}
         self.steps_path = folder / STEPS
@@ -308,6 +309,23 @@ class Table:
             return
         with ThreadPoolExecutor(len(items)) as threads:
             list(threads.map(fn, items))
+
+    def finetuned(self, fcfg: finetune.FinetuneConfig) -> tuple[Run, float]:
+        """The fine-tuning run of ``fcfg`` and its seconds: the one this table made before a
+        kill, finished or continued from its checkpoint (seconds: its search's before the kill
+        and this process's since), else a new one."""
+        earlier = None if self.created is None else earlier_run(
+            self.cfg.runs_dir, finetune.STAGE, flat_values(fcfg), self.created,
+            RESUME_IGNORED, FINETUNE_DEFAULTS)
+        if earlier is None:
+            return _timed(lambda: finetune.run(fcfg))
+        before = finetune.search_seconds(earlier.path)
+        if earlier.manifest["status"] == "complete":
+            print(f"[results] the fine-tuning in {earlier.path} had finished", flush=True)
+            return earlier, before
+        print(f"[results] continuing the killed fine-tuning in {earlier.path}", flush=True)
+        ft_run, seconds = _timed(lambda: finetune.run(replace(fcfg, resume=str(earlier.path))))
+        return ft_run, before + seconds
 
     def play(self, policy: SymbolicPolicy, perception: Perception) -> list[float]:
         return play_symbolic(policy, perception, self.teacher_run, self.seeds,
@@ -461,16 +479,10 @@ def finetune_rows(cfg: ResultsConfig, table: Table, perception: Perception, dete
             **finetune_budget(cfg, options), runs_dir=cfg.runs_dir, name=cfg.name)
 
         def measured() -> dict[str, Any]:
-            run_cfg, before = fcfg, 0.0
-            killed = unfinished_run(cfg.runs_dir, finetune.STAGE, flat_values(fcfg),
-                                    table.created, RESUME_IGNORED, FINETUNE_DEFAULTS)
-            if killed is not None:
-                print(f"[results] continuing the killed search in {killed.path}", flush=True)
-                run_cfg, before = replace(fcfg, resume=str(killed.path)), seconds_spent(killed)
-            ft_run, ft_s = _timed(lambda: finetune.run(run_cfg))
+            ft_run, ft_s = table.finetuned(fcfg)
             tuned = SymbolicPolicy.load(ft_run.path / POLICY)
             return table.measure(perception, f"{prefix}: {method}", tuned, split,
-                                 int(tuned.metrics.get("env_steps", 0)), before + ft_s,
+                                 int(tuned.metrics.get("env_steps", 0)), ft_s,
                                  str(ft_run.path))
         table.row(f"{perception.detector.name}/s{seed}/{prefix}: {method}", measured)
     table.each(one, cfg.finetunes)

@@ -184,28 +184,24 @@ def find_runs(runs_dir: str | Path, stage: str, env_id: str | None = None,
     return sorted(runs, key=lambda r: (r.manifest.get("created", ""), r.path.name))
 
 
-def unfinished_run(runs_dir: str | Path, stage: str, config: dict[str, Any], since: str,
-                   ignore: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
-                   ) -> Run | None:
-    """The newest run of ``stage`` that a kill left ``running``, created at or after ``since``
-    (an ISO time) with ``config`` as its stored config (keys in ``ignore`` aside; an option
-    the stored config lacks counts as its value in ``defaults``), or None."""
+def earlier_run(runs_dir: str | Path, stage: str, config: dict[str, Any], since: str,
+                ignore: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+                ) -> Run | None:
+    """The newest run of ``stage``, complete or left ``running`` by a kill, created at or
+    after ``since`` (an ISO time) with ``config`` as its stored config, or None. Keys in
+    ``ignore`` aside; with ``defaults`` (every option's default), only those options count
+    and one the stored config lacks counts as its default."""
     def comparable(values: dict[str, Any]) -> dict[str, Any]:
         full = {**jsonable(defaults or {}), **jsonable(values)}
-        return {k: v for k, v in full.items() if k not in ignore}
+        keys = set(defaults) if defaults else set(full)
+        return {k: full.get(k) for k in keys if k not in ignore}
     want = comparable(config)
     found = [run for run in find_runs(runs_dir, stage, complete_only=False)
-             if run.manifest.get("status") == "running"
-             and run.manifest.get("created", "") >= since and comparable(run.config) == want]
+             if run.manifest.get("status") in ("running", "complete")
+             and run.manifest.get("created", "") >= since
+             and isinstance(run.manifest.get("config"), dict)
+             and comparable(run.manifest["config"]) == want]
     return found[-1] if found else None
-
-
-def seconds_spent(run: Run) -> float:
-    """Wall-clock seconds from a run's creation to the latest write in its folder."""
-    created = dt.datetime.fromisoformat(run.manifest["created"]).timestamp()
-    latest = max((p.stat().st_mtime for p in run.path.rglob("*") if p.is_file()),
-                 default=created)
-    return max(0.0, latest - created)
 
 
 def check_runs_dir(runs_dir: str | Path) -> None:

@@ -195,22 +195,25 @@ class GeneticForestSearch:
                 trees = self._structural(rng, kind, parent.trees, features, donor)
                 same = fo.key(trees) == fo.key(parent.trees)
                 child = Individual(trees, parent.score if same else None, kind)
-            if self.evolution.distinct and kind != "gradient":
-                child = self._distinct(rng, child, seen, features)
-            seen.add(fo.key(child.trees))
+            if kind != "gradient":   # a child to tune will differ once tuned
+                if self.evolution.distinct:
+                    child = self._distinct(rng, child, seen, features)
+                seen.add(fo.key(child.trees))
             children.append(child)
         return children, to_tune
 
     def _distinct(self, rng: np.random.Generator, child: Individual, seen: set[str],
                   features: fo.Features) -> Individual:
-        """``child``, or where its forest is already in the generation (``seen``) a subtree
-        mutation of it that is not (at most :data:`DISTINCT_TRIES` tries)."""
-        trees = child.trees
+        """``child``, or where its forest is already in the generation (``seen``) the first of
+        at most :data:`DISTINCT_TRIES` subtree mutations of it that is not (``child`` itself
+        where none is)."""
+        if fo.key(child.trees) not in seen:
+            return child
         for _ in range(DISTINCT_TRIES):
+            trees = self._structural(rng, "subtree", child.trees, features)
             if fo.key(trees) not in seen:
-                break
-            trees = self._structural(rng, "subtree", trees, features)
-        return child if trees is child.trees else Individual(trees, None, "distinct")
+                return Individual(trees, None, "distinct")
+        return child
 
     def _record(self, generation: int, population: list[Individual], seconds: float,
                 tuning: list[dict[str, Any]], new_steps: int) -> dict[str, Any]:

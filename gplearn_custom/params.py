@@ -100,8 +100,9 @@ class EvolutionParams:
                                      "learn its games by heart); each generation's best is "
                                      "a candidate for selection")
     distinct: bool = param(False, "a child whose forest another of its generation already "
-                                  "has gets subtree mutations until it differs (a population "
-                                  "otherwise drifts towards copies)")
+                                  "has is replaced by a subtree mutation of it that differs "
+                                  "(at most 10 tries; a population otherwise drifts towards "
+                                  "copies)")
 
     def __post_init__(self) -> None:
         require([

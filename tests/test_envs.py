@@ -185,13 +185,15 @@ def test_fast_frame_skip_gives_the_same_steps_as_max_and_skip(env_id, monkeypatc
     assert a == b
 
 
-@pytest.mark.parametrize("env_id,sticky", [("BreakoutNoFrameskip-v4", 0.0),
-                                           ("PongNoFrameskip-v4", 0.25)])
-def test_a_game_for_an_info_reader_is_the_teacher_envs_game(env_id, sticky):
+@pytest.mark.parametrize("env_id,sticky,limit", [("BreakoutNoFrameskip-v4", 0.0, None),
+                                                 ("PongNoFrameskip-v4", 0.25, None),
+                                                 ("PongNoFrameskip-v4", 0.0, 300)])
+def test_a_game_for_an_info_reader_is_the_teacher_envs_game(env_id, sticky, limit):
     """Without the stacked frames the game, its rewards, ends, resets and infos (native frame,
-    RAM objects, lives) are the vec env's, step for step, lost lives and sticky draws too."""
+    RAM objects, lives) are the vec env's, step for step: lost lives, sticky draws and games
+    cut by a step limit too."""
     kwargs = dict(clip_reward=False, native_frames=True, ground_truth=True,
-                  env_kwargs={"repeat_action_probability": sticky})
+                  max_episode_steps=limit, env_kwargs={"repeat_action_probability": sticky})
 
     def steps(venv) -> list:
         rng = np.random.default_rng(4)
@@ -200,7 +202,8 @@ def test_a_game_for_an_info_reader_is_the_teacher_envs_game(env_id, sticky):
         for _ in range(1200):
             _, rewards, dones, infos = venv.step(np.array([rng.integers(4)]))
             info = reset_info(venv, 0) if dones[0] else infos[0]
-            out.append((float(rewards[0]), bool(dones[0]), "episode" in infos[0], info.get("lives"),
+            out.append((float(rewards[0]), bool(dones[0]), "episode" in infos[0],
+                        infos[0].get("TimeLimit.truncated"), info.get("lives"),
                         info["native_frame"].tobytes(), info["objects"]))
         venv.close()
         return out
@@ -209,6 +212,7 @@ def test_a_game_for_an_info_reader_is_the_teacher_envs_game(env_id, sticky):
     a, b = steps(game), steps(make_vec_env(env_id, 1, 11, 4, **kwargs))
     assert sum(s[1] for s in a) > (1 if env_id.startswith("Breakout") else 0) or \
         any(s[0] for s in a)
+    assert any(s[3] for s in a) == (limit is not None)
     assert a == b
 
 

@@ -21,10 +21,11 @@ from diffses.detection import load_detector
 from diffses.distill import tree_forest
 from diffses.errors import UserError
 from diffses.features import FeatureLayout
+from diffses.finetune import search_seconds
 from diffses.policy import SymbolicPolicy
 from diffses.pretrained import ShipPolicyConfig, _select_return, ship_policy
 from diffses.results import FINETUNES, ROUTES, ResultsConfig, Table, finetune_budget, run
-from diffses.runs import Run, unfinished_run
+from diffses.runs import Run, earlier_run
 from planted import rule_dataset
 from see.tree import logits
 
@@ -210,6 +211,8 @@ def test_a_results_run_killed_mid_search_continues_that_search(teacher_run, tmp_
     [search] = tmp_path.glob("finetune/*")
     before = json.loads((search / "checkpoint.json").read_text())["history"]
     assert 2 <= len(before) < generations
+    spent = search_seconds(search)
+    assert spent == pytest.approx(sum(h["seconds"] for h in before)) and spent > 0
     done = run(ResultsConfig(resume=str(next(tmp_path.glob("results/*"))),
                              runs_dir=str(tmp_path)))
     assert list(tmp_path.glob("finetune/*")) == [search]
@@ -218,26 +221,29 @@ def test_a_results_run_killed_mid_search_continues_that_search(teacher_run, tmp_
     rows = {r["method"]: r for r in json.loads((done.path / "results.json").read_text())["rows"]}
     [row] = [r for m, r in rows.items() if "structure search" in m]
     assert row["runs"] == [str(search)] and row["env_steps"] == history[-1]["env_steps"]
+    assert row["seconds"] >= round(spent, 1)
 
 
-def test_only_a_killed_run_of_the_same_config_since_then_is_continued(tmp_path):
-    config = {"seed": 0, "policy": "p.json", "resume": None, "runs_dir": str(tmp_path)}
+def test_only_a_run_of_the_same_options_since_then_is_taken_up(tmp_path):
+    defaults = {"seed": 0, "policy": None, "resume": None, "runs_dir": "runs", "sticky": 0.0}
+    config = dict(defaults, policy="p.json", runs_dir=str(tmp_path), gone=1)
     first = Run.create(tmp_path, "finetune", "PongNoFrameskip-v4", "a", 0, config)
     other = Run.create(tmp_path, "finetune", "PongNoFrameskip-v4", "b", 1, dict(config, seed=1))
     since = first.manifest["created"]
     moved = dict(config, runs_dir="elsewhere")
-    assert unfinished_run(tmp_path, "finetune", moved, since, ("runs_dir",)).path == first.path
-    assert unfinished_run(tmp_path, "finetune", moved, since) is None
-    assert unfinished_run(tmp_path, "finetune", config, "9999") is None
-    first.finish()
-    assert unfinished_run(tmp_path, "finetune", config, since) is None
-    assert unfinished_run(tmp_path, "finetune", dict(config, seed=1), since).path == other.path
-    newer = dict(config, seed=1, select_sticky=0.0)   # an option the stored config predates
-    assert unfinished_run(tmp_path, "finetune", newer, since) is None
-    assert unfinished_run(tmp_path, "finetune", newer, since,
-                          defaults={"select_sticky": 0.0}).path == other.path
-    assert unfinished_run(tmp_path, "finetune", dict(newer, select_sticky=0.25), since,
-                          defaults={"select_sticky": 0.0}) is None
+    assert earlier_run(tmp_path, "finetune", moved, since, ("runs_dir",)).path == first.path
+    assert earlier_run(tmp_path, "finetune", moved, since) is None
+    assert earlier_run(tmp_path, "finetune", config, "9999") is None
+    first.finish()                                      # a finished run is taken up as it is
+    assert earlier_run(tmp_path, "finetune", config, since).path == first.path
+    first.manifest["status"] = "failed"
+    first.save()
+    assert earlier_run(tmp_path, "finetune", config, since) is None
+    assert earlier_run(tmp_path, "finetune", dict(config, seed=1), since).path == other.path
+    now = {k: v for k, v in dict(config, seed=1).items() if k != "gone"}
+    assert earlier_run(tmp_path, "finetune", now, since) is None
+    assert earlier_run(tmp_path, "finetune", now, since, (), defaults).path == other.path
+    assert earlier_run(tmp_path, "finetune", dict(now, sticky=0.25), since, (), defaults) is None
 
 
 def test_a_resumed_step_whose_run_folder_is_gone_is_done_again(tmp_path):
