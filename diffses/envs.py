@@ -385,6 +385,7 @@ class SingleGame:
 
     def __init__(self, env: gym.Env, seed: int):
         self.env, self._seed = env, seed
+        self.envs = [env]   # as a vec env lists its envs
         self.reset_infos: list[dict[str, Any]] = [{}]
 
     @property
