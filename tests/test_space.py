@@ -511,6 +511,21 @@ def test_eval_names_the_types_so_an_ocatari_policy_plays_through_the_detector(
     assert len(play_symbolic(player, Perception(detector), teacher_run, [0], 20)) == 1
 
 
+def recorded_anew(trained, pong_frames, tmp_path, key: str, setting: str) -> Path:
+    """The trained checkpoint without ``key``, checked to be refused with ``detect.<setting>``
+    (the message names ``eval.<setting>=true``), then given it back by that eval; its path."""
+    ckpt = tmp_path / "old.pt"
+    payload = read_checkpoint(trained.path / "checkpoint.pt")
+    del payload[key]
+    torch.save(payload, ckpt)
+    with pytest.raises(UserError, match=f"eval.{setting}=true"):
+        SpaceDetector.load(ckpt, device="cpu", overrides={f"detect.{setting}": True})
+    assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
+                       str(pong_frames.path), "--out", str(tmp_path / "eval"), "num_threads=1",
+                       f"eval.{setting}=true"]) == 0
+    return ckpt
+
+
 def test_the_palette_takes_noise_and_foreign_colours_back_to_the_games_own(
         trained, pong_frames, tmp_path):
     frames = load_frames(pong_frames.path, select_records(pong_frames.path, "test"))
@@ -529,15 +544,7 @@ def test_the_palette_takes_noise_and_foreign_colours_back_to_the_games_own(
         "background", background)(frames[0], None))
     assert len(palette_of(frames, min_share=0.5)) == 1  # the background alone
 
-    ckpt = tmp_path / "old.pt"
-    payload = read_checkpoint(trained.path / "checkpoint.pt")
-    del payload["palette"]
-    torch.save(payload, ckpt)
-    with pytest.raises(UserError, match="eval.palette=true"):
-        SpaceDetector.load(ckpt, device="cpu", overrides={"detect.palette": True})
-    assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
-                       str(pong_frames.path), "--out", str(tmp_path / "eval"), "num_threads=1",
-                       "eval.palette=true"]) == 0
+    ckpt = recorded_anew(trained, pong_frames, tmp_path, "palette", "palette")
     np.testing.assert_array_equal(read_checkpoint(ckpt)["palette"], palette_of(frames))
     settings = {"detect.threshold": 0.0}
     projected = SpaceDetector.load(ckpt, device="cpu",
@@ -566,15 +573,7 @@ def test_a_moved_picture_is_found_and_moved_back_before_detection(trained, pong_
     noisy = [VisualShift("noise", (20.0,))(f, rng) for f in frames]
     assert [registration.shift_of(f) for f in noisy] == [(0, 0)] * len(frames)
 
-    ckpt = tmp_path / "old.pt"
-    payload = read_checkpoint(trained.path / "checkpoint.pt")
-    del payload["registration"]
-    torch.save(payload, ckpt)
-    with pytest.raises(UserError, match="eval.register=true"):
-        SpaceDetector.load(ckpt, device="cpu", overrides={"detect.register": True})
-    assert space_main(["--task", "eval", "--checkpoint", str(ckpt), "--frames",
-                       str(pong_frames.path), "--out", str(tmp_path / "eval"), "num_threads=1",
-                       "eval.register=true"]) == 0
+    ckpt = recorded_anew(trained, pong_frames, tmp_path, "registration", "register")
     settings = {"detect.threshold": 0.3}
     registered = SpaceDetector.load(ckpt, device="cpu",
                                     overrides={**settings, "detect.register": True})
