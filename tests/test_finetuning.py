@@ -11,11 +11,12 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ROOT, run_cli, tiny_teacher_config
 from diffses.detection import OcatariDetector
 from diffses.distill import DistillConfig, distil
-from diffses.finetune import FinetuneConfig, run, teacher_features
+from diffses.finetune import FinetuneConfig, run, search_seconds, teacher_features
 from diffses.perception import Perception
 from diffses.perception_env import PerceptionEnvFactory
 from diffses.play import SymbolicAgent, play_episodes, play_symbolic
@@ -169,6 +170,9 @@ def test_gradient_search_resumes_after_sigkill(small_teacher, pong_policy, tmp_p
     proc.wait()
     folder = next(tmp_path.glob("finetune/*"))
     assert Run.load(folder).manifest["status"] == "running"
+    recorded = torch.load(folder / "checkpoint.pt", weights_only=False)["history"]
+    assert search_seconds(folder) == pytest.approx(sum(h["seconds"] for h in recorded))
+    assert search_seconds(folder) > 0
     done = run(FinetuneConfig(resume=str(folder), runs_dir=str(tmp_path), device="cpu",
                               progress=False))
     assert done.path == folder and done.manifest["status"] == "complete"
