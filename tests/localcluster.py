@@ -1,7 +1,7 @@
 """A Dask cluster on loopback, started with the engine's own CLIs as a user would:
 ``dask scheduler`` and ``dask worker --nthreads 1`` processes (no nanny, so a SIGKILL kills
-a worker for good). Left behind by a killed test, the scheduler stops when idle and the workers
-when it is gone."""
+a worker for good). Left behind by a killed test, the scheduler stops after 30 idle minutes
+(a module's tests may come far apart on a busy machine) and the workers when it is gone."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class DaskCluster:
         """Start the scheduler and the workers; return when every worker has registered."""
         self.scheduler = subprocess.Popen(
             [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--idle-timeout", "300s", "--scheduler-file", str(self.file)], env=self.scheduler_env,
+             "--idle-timeout", "1800s", "--scheduler-file", str(self.file)], env=self.scheduler_env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self.file.is_file():

@@ -170,8 +170,8 @@ def test_a_worker_with_another_version_of_the_project_is_refused(tmp_path):
 
 
 def test_a_results_run_killed_on_the_cluster_resumes_there(teacher_run, cluster, tmp_path):
-    steps = killed_results_run(teacher_run.path, tmp_path, "--cluster",
-                                          cluster.address, env=project_env())
+    steps = killed_results_run(teacher_run.path, tmp_path, "--cluster", cluster.address,
+                               env=project_env())
     folder = next(tmp_path.glob("results/*"))
     done = results(ResultsConfig(resume=str(folder), cluster=cluster.address,
                                  runs_dir=str(tmp_path)))
