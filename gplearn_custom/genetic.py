@@ -180,7 +180,7 @@ class GeneticForestSearch:
         to_tune = []
         edges = np.cumsum(self.probabilities)
         kinds = ("crossover", "subtree", "hoist", "point", "gradient")
-        seen = {fo.key(child.trees) for child in children}
+        seen = {fo.key(child.trees) for child in children} if self.evolution.distinct else set()
         while len(children) < self.gp.population_size:
             draw = rng.random()
             parent = self._tournament(rng, population)
@@ -195,9 +195,8 @@ class GeneticForestSearch:
                 trees = self._structural(rng, kind, parent.trees, features, donor)
                 same = fo.key(trees) == fo.key(parent.trees)
                 child = Individual(trees, parent.score if same else None, kind)
-            if kind != "gradient":   # a child to tune will differ once tuned
-                if self.evolution.distinct:
-                    child = self._distinct(rng, child, seen, features)
+            if self.evolution.distinct and kind != "gradient":   # one to tune will differ
+                child = self._distinct(rng, child, seen, features)
                 seen.add(fo.key(child.trees))
             children.append(child)
         return children, to_tune

@@ -30,7 +30,6 @@ from torch import nn
 from torch.distributions import RelaxedBernoulli
 
 from diffses.detection import Detection, Detector
-from diffses.envs import background_colour
 from diffses.errors import UserError
 from diffses.io import atomic_save
 from diffses.utils import resolve_device
@@ -38,7 +37,7 @@ from space.config import (LossConfig, ModelConfig, SpaceConfig, config_from, enc
                           to_dict)
 from space.data import preprocess, to_native
 from space.palette import Palette
-from space.register import OBJECT_GAP, Registration
+from space.register import Registration, drawn
 
 EPS = 1e-5
 
@@ -477,9 +476,9 @@ APPEARANCE_DIM = 5
 def appearance(frame: np.ndarray, centre: np.ndarray, size: np.ndarray) -> np.ndarray:
     """(M, :data:`APPEARANCE_DIM`) appearance of the boxes ``centre``, ``size`` (M, 2; native
     pixels) in ``frame`` (H, W, 3) uint8: width, height and the mean colour (over
-    :data:`COLOUR_SCALE`) of the box's pixels that differ from the frame's most common colour,
-    the background (all the box's pixels where none do)."""
-    background = background_colour(frame).astype(np.float64)
+    :data:`COLOUR_SCALE`) of the box's drawn pixels, those away from the frame's background
+    colour (:func:`space.register.drawn`; all the box's pixels where none are)."""
+    mask = drawn(frame)
     h, w = frame.shape[:2]
     lo = np.floor(centre - size / 2).astype(int)
     hi = np.ceil(centre + size / 2).astype(int)
@@ -488,9 +487,9 @@ def appearance(frame: np.ndarray, centre: np.ndarray, size: np.ndarray) -> np.nd
         x0, y0 = np.clip(lo[i], 0, (w - 1, h - 1))
         x1, y1 = np.clip(hi[i], (x0 + 1, y0 + 1), (w, h))
         pixels = frame[y0:y1, x0:x1].reshape(-1, 3).astype(np.float64)
-        drawn = pixels[np.linalg.norm(pixels - background, axis=1) > OBJECT_GAP]
+        objects = pixels[mask[y0:y1, x0:x1].reshape(-1)]
         out[i, :2] = size[i]
-        out[i, 2:] = (drawn if len(drawn) else pixels).mean(0) / COLOUR_SCALE
+        out[i, 2:] = (objects if len(objects) else pixels).mean(0) / COLOUR_SCALE
     return out
 
 
@@ -632,7 +631,7 @@ class SpaceDetector(Detector):
                             f"with `python space/main.py --task eval --checkpoint {name} "
                             f"--frames RUN eval.register=true`")
         detector = cls(model, cfg, types, device, name, payload.get("env_id"), fast,
-                       payload.get("palette"), payload.get("registration"))
+                       payload.get("palette"), registration)
         detector.classes = {int(t): str(c) for t, c in
                             (payload.get("type_classes") or {}).items()}
         if cfg.detect.calibrate and payload.get("type_offsets"):
